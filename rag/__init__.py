@@ -1,0 +1,1 @@
+"""rag: private chat with your documents (LlamaIndex engine, Chroma index, Chainlit UI)."""

@@ -1,0 +1,267 @@
+"""The `rag` command: ingest, status, search, remove (and later ask, eval) over the index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rag.errors import ConfigError, RagError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def offline_environment() -> None:
+    """Nothing may reach a model hub or phone home: set before any model library is imported."""
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "ANONYMIZED_TELEMETRY": "False",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--storage", type=Path, help="storage folder (RAG_STORAGE_DIR, ./storage)")
+    common.add_argument("--data", type=Path, help="documents folder (RAG_DATA_DIR, ./data)")
+    common.add_argument("--collection", help="collection name (RAG_COLLECTION, default)")
+
+    parser = argparse.ArgumentParser(
+        prog="rag", description="Private chat with your documents: index and search from the shell."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser(
+        "ingest", parents=[common], help="index files and folders (default: the data folder)"
+    )
+    ingest.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    ingest.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="re-embed the whole collection (after an embedder change)",
+    )
+    ingest.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    status = commands.add_parser("status", parents=[common], help="collections, files, chunks")
+    status.add_argument("--json", action="store_true")
+
+    search = commands.add_parser(
+        "search", parents=[common], help="print the chunks nearest a query"
+    )
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=None, help="how many chunks (RAG_TOP_K, 5)")
+    search.add_argument("--json", action="store_true")
+
+    remove = commands.add_parser("remove", parents=[common], help="drop one file from the index")
+    remove.add_argument("file", help="the name shown by search/status, or the file's path")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    offline_environment()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+        from rag.index import Index
+
+        index = Index(settings)
+        try:
+            return COMMANDS[args.command](index, args)
+        finally:
+            index.close()
+    except ConfigError as error:
+        print(f"rag: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except RagError as error:
+        print(f"rag: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("rag: interrupted; the next run completes what was left", file=sys.stderr)
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from rag.config import load_settings
+
+    try:
+        return load_settings(
+            storage_dir=args.storage, data_dir=args.data, collection=args.collection
+        )
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+def cmd_ingest(index: Any, args: argparse.Namespace) -> int:
+    paths = args.paths or [index.settings.data_dir]
+    with progress_display(quiet=args.json) as progress:
+        if args.rebuild:
+            report = index.rebuild(paths, progress=progress)
+        else:
+            report = index.ingest(paths, progress=progress)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "indexed": report.indexed,
+                    "unchanged": report.unchanged,
+                    "removed": report.removed,
+                    "failed": [{"file": f.file, "reason": f.reason} for f in report.failed],
+                    "warnings": report.warnings,
+                    "chunks": report.chunks_written,
+                    "seconds": round(report.seconds, 2),
+                }
+            )
+        )
+    else:
+        for warning in report.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        for failure in report.failed:
+            print(f"failed: {failure}", file=sys.stderr)
+        rate = report.chunks_written / report.seconds if report.seconds else 0.0
+        print(
+            f"{len(report.indexed)} indexed, {len(report.unchanged)} unchanged, "
+            f"{len(report.removed)} removed, {len(report.failed)} failed; "
+            f"{report.chunks_written} chunks in {report.seconds:.1f} s ({rate:.1f} chunks/s) "
+            f"into collection {index.settings.collection!r}"
+        )
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_status(index: Any, args: argparse.Namespace) -> int:
+    statuses = index.status()
+    settings = index.settings
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "store": settings.store_location,
+                    "embedder": settings.embed_model,
+                    "collections": [
+                        {
+                            "name": s.name,
+                            "files": s.files,
+                            "chunks": s.chunks,
+                            "embedder": s.embedder,
+                        }
+                        for s in statuses
+                    ],
+                }
+            )
+        )
+        return EXIT_OK
+    print(f"store:    {settings.store_location}")
+    print(f"embedder: {settings.embed_model}")
+    if not statuses:
+        print("no collections yet: run `rag ingest data/`")
+        return EXIT_OK
+    width = max(len("collection"), *(len(s.name) for s in statuses))
+    print(f"{'collection':<{width}}  {'files':>6}  {'chunks':>7}  built with")
+    for s in statuses:
+        print(f"{s.name:<{width}}  {s.files:>6}  {s.chunks:>7}  {s.embedder or '-'}")
+    return EXIT_OK
+
+
+def cmd_search(index: Any, args: argparse.Namespace) -> int:
+    top_k = args.k if args.k is not None else index.settings.top_k
+    if top_k < 1:
+        raise ConfigError("-k must be at least 1")
+    sources = index.search(args.query, top_k)
+    if args.json:
+        print(json.dumps([source.to_json() for source in sources], ensure_ascii=False))
+        return EXIT_OK
+    if not sources:
+        print("no results: is anything indexed? (`rag status`)")
+    for rank, source in enumerate(sources, 1):
+        snippet = " ".join(source.text.split())
+        print(f"{rank}. [{source.score:.3f}] {source.citation()}")
+        print(f"   {snippet[:300]}{'...' if len(snippet) > 300 else ''}")
+    return EXIT_OK
+
+
+def cmd_remove(index: Any, args: argparse.Namespace) -> int:
+    for name in index.remove(args.file):
+        print(f"removed {name} from collection {index.settings.collection!r}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+    "ingest": cmd_ingest,
+    "status": cmd_status,
+    "search": cmd_search,
+    "remove": cmd_remove,
+}
+
+
+# --- progress -----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def progress_display(quiet: bool = False) -> Iterator[Callable[[Any], None] | None]:
+    """A progress bar on a terminal; one line per file otherwise (logs, CI); nothing when quiet."""
+    if quiet:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        last_done = -1
+
+        def log_line(state: Any) -> None:
+            nonlocal last_done
+            if state.files_done != last_done and state.files_done < state.files_total:
+                last_done = state.files_done
+                elapsed = time.monotonic() - state.started
+                print(
+                    f"[{state.files_done + 1}/{state.files_total}] {state.current} "
+                    f"({state.chunks_done} chunks, {elapsed:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        yield log_line
+        return
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files · {task.fields[chunks]} chunks · {task.fields[rate]} chunks/s"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("ingest", total=None, chunks=0, rate="0.0", current="")
+
+        def update(state: Any) -> None:
+            elapsed = max(time.monotonic() - state.started, 1e-6)
+            bar.update(
+                task,
+                total=state.files_total,
+                completed=state.files_done,
+                chunks=state.chunks_done,
+                rate=f"{state.chunks_done / elapsed:.1f}",
+                current=state.current[-40:],
+            )
+
+        yield update

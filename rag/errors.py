@@ -1,0 +1,36 @@
+"""The error hierarchy: each `RagError` carries one line a user can act on."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error the app expects; `str(error)` is the message shown to the user."""
+
+
+class ConfigError(RagError):
+    """A setting, flag or profile is wrong."""
+
+
+class FileRefused(RagError):
+    """One input file cannot be indexed; names the file and the reason."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"{file}: {reason}")
+        self.file = file
+        self.reason = reason
+
+
+class StoreError(RagError):
+    """The index cannot be opened or written (locked, wrong embedder, server down, disk full)."""
+
+
+class EmbedderMismatch(StoreError):
+    """The collection was built with another embedder than the one configured."""
+
+
+class StorageLocked(StoreError):
+    """Another process is writing to the same storage folder."""
+
+
+class BackendError(RagError):
+    """An LLM or embedding backend is unreachable, missing a model, or failed."""

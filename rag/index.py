@@ -1,0 +1,169 @@
+"""The index as one object: settings -> embedder, Chroma, manifest, wired once and shared by CLI and UI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from rag.config import Settings, validate_collection_name
+from rag.embeddings import build_embedder, embedder_dimension
+from rag.errors import ConfigError, RagError
+from rag.ingest import (
+    Indexer,
+    IngestReport,
+    ProgressCallback,
+    SourceFile,
+    document_id,
+    find_sources,
+    remove_file,
+    storage_lock,
+)
+from rag.manifest import Manifest
+from rag.retrieve import Retriever, Source
+from rag.store import ChunkStore, chroma_client, delete_collection, list_collections
+
+
+@dataclass(frozen=True)
+class CollectionStatus:
+    name: str
+    files: int
+    chunks: int
+    embedder: str | None
+
+
+class Index:
+    """Entry point for everything that reads or writes the index. Heavy parts load on first use."""
+
+    def __init__(self, settings: Settings, embedder: BaseEmbedding | None = None) -> None:
+        """`embedder` lets several indexes share one loaded model (tests, the app's chats)."""
+        self.settings = settings
+        if embedder is not None:
+            self.embedder = embedder
+
+    @cached_property
+    def embedder(self) -> BaseEmbedding:
+        return build_embedder(self.settings)
+
+    def dimension(self) -> int:
+        """Vector size of the configured embedder (loads the model: only when really needed)."""
+        return embedder_dimension(self.embedder)
+
+    @cached_property
+    def client(self) -> Any:
+        return chroma_client(self.settings)
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        return Manifest(self.settings.manifest_path)
+
+    def collection(self, name: str | None = None, *, check: bool = True) -> ChunkStore:
+        """Open a collection; with `check`, refuse one built by another embedder."""
+        name = name or self.settings.collection
+        try:
+            validate_collection_name(name)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        embedder = self.settings.embed_model if check else None
+        return ChunkStore.open(self.client, name, embedder, self.dimension)
+
+    def retriever(self, collection: str | None = None) -> Retriever:
+        return Retriever(self.embedder, self.collection(collection))
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self, collection: str | None = None, *, fresh: bool = False) -> Iterator[Indexer]:
+        """An Indexer for one collection, holding the storage lock, after crash recovery.
+
+        `fresh` empties the collection first (its files stay in the manifest, marked unindexed).
+        """
+        name = collection or self.settings.collection
+        with storage_lock(self.settings.storage_dir):
+            if fresh:
+                self.manifest.forget_hashes(name)
+                delete_collection(self.client, name)
+            store = self.collection(name)
+            indexer = Indexer(self.settings, self.embedder, store, self.manifest)
+            indexer.recover()
+            yield indexer
+
+    def ingest(
+        self,
+        paths: list[Path],
+        collection: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        sources, folders = find_sources(paths)
+        with self.writer(collection) as indexer:
+            return indexer.sync(sources, folders, progress)
+
+    def rebuild(
+        self,
+        paths: list[Path],
+        collection: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Re-embed a collection from scratch (after an embedder change): its files plus `paths`."""
+        sources, folders = find_sources(paths)
+        with self.writer(collection, fresh=True) as indexer:
+            known = {source.doc_id for source in sources}
+            for record in self.manifest.files(indexer.collection):
+                recorded = SourceFile(Path(record.source), Path(record.root), record.file)
+                if recorded.doc_id not in known and recorded.path.is_file():
+                    sources.append(recorded)
+                    known.add(recorded.doc_id)
+            report = indexer.sync(sources, folders, progress)
+            for record in self.manifest.files(indexer.collection):
+                if record.content_hash is None:  # its file is gone
+                    indexer.remove(record.doc_id)
+                    report.removed.append(record.file)
+            return report
+
+    def remove(self, file: str, collection: str | None = None) -> list[str]:
+        """Drop one file's chunks, by the name shown in results or by its path; returns names removed."""
+        name = collection or self.settings.collection
+        path = Path(file)
+        candidates = {document_id(path.resolve().parent, path.name)} if path.exists() else set()
+        matches = [
+            record
+            for record in self.manifest.files(name)
+            if record.file == file or record.doc_id in candidates or record.source == file
+        ]
+        if not matches:
+            raise RagError(f"{file}: not in collection {name!r} (see `rag status`)")
+        with storage_lock(self.settings.storage_dir):
+            store = self.collection(name, check=False)
+            for record in matches:
+                remove_file(store, self.manifest, record.doc_id)
+        return [record.file for record in matches]
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def search(self, query: str, top_k: int, collection: str | None = None) -> list[Source]:
+        return self.retriever(collection).search(query, top_k)
+
+    def status(self) -> list[CollectionStatus]:
+        names = set(list_collections(self.client)) | set(self.manifest.collections())
+        statuses = []
+        for name in sorted(names):
+            store = self.collection(name, check=False)
+            fingerprint = store.fingerprint
+            statuses.append(
+                CollectionStatus(
+                    name=name,
+                    files=len(self.manifest.files(name)),
+                    chunks=store.count(),
+                    embedder=fingerprint.describe() if fingerprint else None,
+                )
+            )
+        return statuses
+
+    def close(self) -> None:
+        if "manifest" in self.__dict__:
+            self.manifest.close()

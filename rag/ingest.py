@@ -1,0 +1,271 @@
+"""Sync files into a collection: hash -> skip / replace / delete, chunk, embed, write, report progress."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+
+from rag.config import Settings
+from rag.errors import ConfigError, FileRefused, StorageLocked
+from rag.loaders import LoadedFile, content_hash, is_supported, unsupported_reason
+from rag.manifest import PENDING_DELETE, Manifest
+from rag.parsing import ParseWorker
+from rag.store import ChunkStore
+
+EMBED_GROUP = 64  # chunks embedded and written together: progress granularity and memory bound
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file to index: where it is, the folder it came from, and the name users see."""
+
+    path: Path
+    root: Path
+    name: str  # path relative to root, with forward slashes
+
+    @property
+    def doc_id(self) -> str:
+        return document_id(self.root, self.name)
+
+
+def document_id(root: Path, name: str) -> str:
+    """Stable id of a file within a collection: same folder and name -> same id."""
+    return hashlib.sha256(f"{root.resolve()}\0{name}".encode()).hexdigest()[:20]
+
+
+@dataclass
+class Progress:
+    """A snapshot for progress displays."""
+
+    files_total: int
+    files_done: int = 0
+    chunks_done: int = 0
+    current: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class IngestReport:
+    """What one sync did, file by file."""
+
+    indexed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: list[FileRefused] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    chunks_written: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def find_sources(paths: list[Path]) -> tuple[list[SourceFile], list[Path]]:
+    """Expand files and folders into source files; also return the folders (to sync deletions)."""
+    sources: list[SourceFile] = []
+    folders: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            root = path.resolve()
+            folders.append(root)
+            for file in sorted(root.rglob("*")):
+                relative = file.relative_to(root)
+                if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+                    sources.append(SourceFile(file, root, relative.as_posix()))
+        elif path.is_file():
+            sources.append(SourceFile(path.resolve(), path.resolve().parent, path.name))
+        else:
+            raise ConfigError(f"{path}: no such file or folder")
+    return sources, folders
+
+
+@contextmanager
+def storage_lock(storage_dir: Path) -> Iterator[None]:
+    """Hold the single-writer lock on a storage folder, or fail at once with who holds it."""
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = storage_dir / ".write.lock"
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StorageLocked(
+                f"{storage_dir} is being written by {holder}; wait for it to finish and retry"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Indexer:
+    """Writes files into one collection; the caller holds the storage lock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: BaseEmbedding,
+        store: ChunkStore,
+        manifest: Manifest,
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self.manifest = manifest
+        self.collection = store.name
+        self.splitter = SentenceSplitter(
+            chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap
+        )
+
+    def recover(self) -> list[str]:
+        """Roll back what a killed run left half-written in this collection; returns file names."""
+        recovered = []
+        for record in self.manifest.pending():
+            if record.collection != self.collection:
+                continue
+            if record.pending == PENDING_DELETE:
+                self.store.delete_chunks(record.doc_id)
+                self.manifest.commit_delete(self.collection, record.doc_id)
+            else:
+                self.store.delete_chunks(record.doc_id, content_hash=record.pending)
+                self.manifest.clear_pending(self.collection, record.doc_id)
+            recovered.append(record.file)
+        return recovered
+
+    def sync(
+        self,
+        sources: list[SourceFile],
+        folders: list[Path],
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Index new and changed files, skip unchanged ones, drop files gone from `folders`."""
+        started = time.monotonic()
+        report = IngestReport()
+        state = Progress(files_total=len(sources))
+        with ParseWorker(self.settings.parse_timeout_s) as worker:
+            for source in sources:
+                state.current = source.name
+                if progress:
+                    progress(state)
+                try:
+                    self._sync_file(source, worker, report, state, progress)
+                except FileRefused as refused:
+                    report.failed.append(refused)
+                state.files_done += 1
+                if progress:
+                    progress(state)
+        present = {source.doc_id for source in sources}
+        for folder in folders:
+            for record in self.manifest.under_root(self.collection, str(folder)):
+                if record.doc_id not in present:
+                    self.remove(record.doc_id)
+                    report.removed.append(record.file)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _sync_file(
+        self,
+        source: SourceFile,
+        worker: ParseWorker,
+        report: IngestReport,
+        state: Progress,
+        progress: ProgressCallback | None,
+    ) -> None:
+        name = source.name
+        if not is_supported(source.path):
+            raise FileRefused(name, unsupported_reason(source.path.suffix.lower()))
+        try:
+            size = source.path.stat().st_size
+        except OSError as error:
+            raise FileRefused(name, f"cannot be read ({error.strerror})") from None
+        limit = self.settings.max_file_mb * 1024 * 1024
+        if size > limit:
+            raise FileRefused(
+                name,
+                f"the file is {size / 2**20:.1f} MB, over the limit of "
+                f"{self.settings.max_file_mb:g} MB (RAG_MAX_FILE_MB)",
+            )
+        try:
+            data = source.path.read_bytes()
+        except OSError as error:
+            raise FileRefused(name, f"cannot be read ({error.strerror})") from None
+        digest = content_hash(data)
+        record = self.manifest.get(self.collection, source.doc_id)
+        if record and record.content_hash == digest and record.pending is None:
+            report.unchanged.append(name)
+            return
+        loaded = worker.parse(data, name)
+        report.warnings.extend(loaded.warnings)
+        nodes = self.chunk(loaded, source, digest)
+        self.manifest.begin_write(
+            self.collection, source.doc_id, name, str(source.path), str(source.root), digest
+        )
+        for start in range(0, len(nodes), EMBED_GROUP):
+            group = nodes[start : start + EMBED_GROUP]
+            vectors = self.embedder.get_text_embedding_batch([node.text for node in group])
+            for node, vector in zip(group, vectors, strict=True):
+                node.embedding = vector
+            self.store.upsert(group)
+            state.chunks_done += len(group)
+            report.chunks_written += len(group)
+            if progress:
+                progress(state)
+        self.store.delete_other_versions(source.doc_id, keep_hash=digest)
+        self.manifest.commit_write(self.collection, source.doc_id, digest, len(nodes), size)
+        report.indexed.append(name)
+
+    def chunk(self, loaded: LoadedFile, source: SourceFile, digest: str) -> list[TextNode]:
+        """Split page by page (a chunk never spans two pages) into nodes with deterministic ids."""
+        nodes: list[TextNode] = []
+        for page in loaded.pages:
+            for text in self.splitter.split_text(page.text):
+                metadata: dict[str, str | int | float | bool] = {
+                    "file": source.name,
+                    "file_id": source.doc_id,
+                    "content_hash": digest,
+                    "chunk": len(nodes),
+                }
+                if page.page is not None:
+                    metadata["page"] = page.page
+                    metadata["page_label"] = page.page_label or str(page.page)
+                node = TextNode(
+                    id_=f"{source.doc_id}-{digest[:16]}-{len(nodes):05d}",
+                    text=text,
+                    metadata=metadata,
+                    excluded_embed_metadata_keys=list(metadata),
+                    excluded_llm_metadata_keys=["file_id", "content_hash", "chunk"],
+                    # LlamaIndex's own notion of "which document": lets its stores delete by file too.
+                    relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=source.doc_id)},
+                )
+                nodes.append(node)
+        return nodes
+
+    def remove(self, doc_id: str) -> None:
+        remove_file(self.store, self.manifest, doc_id)
+
+
+def remove_file(store: ChunkStore, manifest: Manifest, doc_id: str) -> None:
+    """Delete one file's chunks and its manifest row, logged so a kill half-way is completed later."""
+    manifest.begin_delete(store.name, doc_id)
+    store.delete_chunks(doc_id)
+    manifest.commit_delete(store.name, doc_id)

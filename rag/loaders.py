@@ -1,0 +1,294 @@
+"""File -> pages of clean text with file/page metadata, refusing bad files with a reason a user can act on.
+
+This module is imported inside the parse worker process, so it stays light: pypdf and the standard
+library only, no LlamaIndex, no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from html import unescape
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rag.errors import FileRefused
+
+PDF_SUFFIXES = {".pdf"}
+TEXT_SUFFIXES = {".txt", ".text"}
+MARKDOWN_SUFFIXES = {".md", ".markdown"}
+JSON_SUFFIXES = {".json"}
+SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES | JSON_SUFFIXES
+
+# A PDF page with fewer letters than this across the whole file is almost surely a scan.
+MIN_TEXT_CHARS = 20
+MAX_JSON_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Page:
+    """One unit of text from a file: a PDF page (1-based `page`) or a whole text file (`page` None)."""
+
+    text: str
+    page: int | None = None
+    page_label: str | None = None
+
+
+@dataclass
+class LoadedFile:
+    """What a loader read from one file, plus what went wrong on parts of it."""
+
+    pages: list[Page]
+    metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def content_hash(data: bytes) -> str:
+    """The identity of a file's content (hex sha256)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_supported(path: Path) -> bool:
+    return path.suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def unsupported_reason(suffix: str) -> str:
+    kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
+    return f"unsupported file type {suffix or '(none)'}; supported: {kinds}"
+
+
+def load_bytes(data: bytes, name: str) -> LoadedFile:
+    """Parse a file's bytes by its type; raise FileRefused naming `name` and the reason."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise FileRefused(name, unsupported_reason(suffix))
+    if not data:
+        raise FileRefused(name, "the file is empty (0 bytes)")
+    if suffix in PDF_SUFFIXES:
+        return _load_pdf(data, name)
+    text = _decode_text(data, name)
+    if suffix in MARKDOWN_SUFFIXES:
+        return _load_markdown(text, name)
+    if suffix in JSON_SUFFIXES:
+        return _load_json(text, name)
+    return _single_page(text, name)
+
+
+def _single_page(text: str, name: str, **metadata: Any) -> LoadedFile:
+    text = _tidy(text)
+    if not text:
+        raise FileRefused(name, "the file has no text")
+    return LoadedFile(pages=[Page(text=text)], metadata=dict(metadata))
+
+
+# --- PDF ---------------------------------------------------------------------------------------------
+
+
+def _load_pdf(data: bytes, name: str) -> LoadedFile:
+    # Imported here so that text-only runs never pay for pypdf's import.
+    from io import BytesIO
+
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError
+
+    if b"%PDF-" not in data[:1024]:
+        raise FileRefused(
+            name, "not a PDF (no %PDF header): the file is of another type or damaged"
+        )
+    try:
+        reader = PdfReader(BytesIO(data), strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise FileRefused(name, "the PDF needs a password to open; save an unprotected copy")
+        page_count = len(reader.pages)
+    except FileRefused:
+        raise
+    except FileNotDecryptedError:
+        raise FileRefused(
+            name, "the PDF needs a password to open; save an unprotected copy"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - hostile PDFs make pypdf raise anything at all
+        raise FileRefused(
+            name, f"the PDF is damaged and cannot be read ({_short(error)})"
+        ) from None
+    if page_count == 0:
+        raise FileRefused(name, "the PDF has no pages")
+
+    pages: list[Page] = []
+    broken: list[int] = []
+    for index in range(page_count):
+        try:
+            pdf_page = reader.pages[index]
+            text = _tidy(pdf_page.extract_text() or "")
+            label = reader.page_labels[index] if index < len(reader.page_labels) else str(index + 1)
+        except Exception:  # noqa: BLE001 - one unreadable page must not cost the rest of the file
+            broken.append(index + 1)
+            continue
+        if text:
+            pages.append(Page(text=text, page=index + 1, page_label=label))
+
+    letters = sum(len(re.sub(r"\W", "", page.text)) for page in pages)
+    if letters < MIN_TEXT_CHARS:
+        if broken and len(broken) == page_count:
+            raise FileRefused(name, "the PDF is damaged: none of its pages could be read")
+        raise FileRefused(
+            name, "the PDF has no extractable text - probably a scan or images; run OCR on it first"
+        )
+    warnings = []
+    if broken:
+        warnings.append(f"{name}: skipped unreadable page(s) {_ranges(broken)} of {page_count}")
+    return LoadedFile(pages=pages, metadata={"pages": page_count}, warnings=warnings)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    spans: list[str] = []
+    start = prev = numbers[0]
+    for number in [*numbers[1:], None]:
+        if number is not None and number == prev + 1:
+            prev = number
+            continue
+        spans.append(str(start) if start == prev else f"{start}-{prev}")
+        if number is not None:
+            start = prev = number
+    return ", ".join(spans)
+
+
+def _short(error: BaseException) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    kind = type(error).__name__
+    return f"{kind}: {message[:120]}" if message else kind
+
+
+# --- text, Markdown, JSON -----------------------------------------------------------------------------
+
+
+def _decode_text(data: bytes, name: str) -> str:
+    if b"\x00" in data[:8192]:
+        raise FileRefused(name, "the file is binary, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise FileRefused(
+            name, "the file's text encoding could not be recognised; save it as UTF-8"
+        )
+    return str(best)
+
+
+FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+
+
+def _load_markdown(text: str, name: str) -> LoadedFile:
+    metadata: dict[str, str | int | float | bool] = {}
+    header = ""
+    match = FRONT_MATTER.match(text)
+    if match:
+        try:
+            front = yaml.safe_load(match.group(1))
+        except yaml.YAMLError:
+            front = None  # not front matter after all: keep it as text
+        if isinstance(front, dict):
+            text = text[match.end() :]
+            metadata = {str(k): _scalar(v) for k, v in front.items() if v is not None}
+            # Front matter (title, company, location...) is what people ask about: keep it searchable.
+            header = "\n".join(f"{key}: {value}" for key, value in metadata.items()) + "\n\n"
+    body = html_to_text(text) if "<" in text else text
+    loaded = _single_page(header + body, name)
+    loaded.metadata.update(metadata)
+    return loaded
+
+
+def _scalar(value: Any) -> str | int | float | bool:
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _load_json(text: str, name: str) -> LoadedFile:
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise FileRefused(name, f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as error:
+        raise FileRefused(name, f"not valid JSON ({error.msg} at line {error.lineno})") from None
+    lines: list[str] = []
+    _flatten(value, "", lines, name, depth=0)
+    return _single_page("\n".join(lines), name)
+
+
+def _flatten(value: Any, key: str, lines: list[str], name: str, depth: int) -> None:
+    """Write `value` as readable 'a.b[0].c: value' lines."""
+    if depth > MAX_JSON_DEPTH:
+        raise FileRefused(name, f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict):
+        for child_key, child in value.items():
+            if str(child_key).startswith(
+                "$"
+            ):  # "$schema" and friends say nothing about the content
+                continue
+            _flatten(child, f"{key}.{child_key}" if key else str(child_key), lines, name, depth + 1)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            _flatten(child, f"{key}[{index}]", lines, name, depth + 1)
+    elif value is not None and str(value).strip():
+        text = " ".join(str(value).split())
+        lines.append(f"{key}: {text}" if key else text)
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the visible text of an HTML fragment, with line breaks at block elements."""
+
+    BLOCKS = frozenset(
+        {"p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "hr"}
+        | {f"h{level}" for level in range(1, 7)}
+    )
+    HIDDEN = frozenset({"script", "style", "head", "title", "noscript", "template"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hidden_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.HIDDEN:
+            self.hidden_depth += 1
+        elif tag == "li":
+            self.parts.append("\n- ")
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.HIDDEN:
+            self.hidden_depth = max(0, self.hidden_depth - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden_depth:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """Visible text of HTML (or Markdown with raw HTML in it); entities decoded."""
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    return unescape("".join(parser.parts))
+
+
+def _tidy(text: str) -> str:
+    """Normalise white space: non-breaking spaces, runs of blanks, more than one empty line."""
+    text = text.replace("\xa0", " ").replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[ \t\f\v]+", " ", text)
+    text = re.sub(r" *\n *", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()

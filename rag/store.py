@@ -1,0 +1,193 @@
+"""The Chroma index: client (embedded or server), one collection per name, its embedder fingerprint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+from llama_index.vector_stores.chroma import ChromaVectorStore
+
+from rag.config import Settings
+from rag.errors import EmbedderMismatch, StoreError
+
+# Chroma reads this at import time; set it before anything imports chromadb.
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+WRITE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Which embedder made a collection's vectors: vectors of two embedders must never mix."""
+
+    embedder: str
+    dimension: int
+
+    def describe(self) -> str:
+        return f"{self.embedder} ({self.dimension} dims)"
+
+
+def chroma_client(settings: Settings) -> Any:
+    """A Chroma client for the configured store; raises StoreError when it cannot be reached."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    try:
+        if settings.chroma_host:
+            return chromadb.HttpClient(
+                host=settings.chroma_host,
+                port=settings.chroma_port,
+                ssl=settings.chroma_ssl,
+                settings=chroma_settings,
+            )
+        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+    except StoreError:
+        raise
+    except Exception as error:
+        raise StoreError(f"cannot open the index at {settings.store_location}: {error}") from error
+
+
+class ChunkStore:
+    """The chunks of one collection: written, deleted and queried with their file/page metadata."""
+
+    def __init__(self, client: Any, name: str, collection: Any) -> None:
+        self.client = client
+        self.name = name
+        self.collection = collection
+
+    @classmethod
+    def open(
+        cls,
+        client: Any,
+        name: str,
+        embedder: str | None,
+        dimension: Callable[[], int] | None = None,
+    ) -> ChunkStore:
+        """Open (creating if needed) collection `name`, refusing one built by another embedder.
+
+        `embedder` None opens it without the check (status, remove). `dimension` is called only when
+        the collection has no fingerprint yet or a different one, so opening an index never has to
+        load the embedding model.
+        """
+        try:
+            collection = client.get_or_create_collection(
+                name=name,
+                configuration={"hnsw": {"space": "cosine"}},
+                embedding_function=None,
+            )
+        except Exception as error:
+            raise StoreError(f"cannot open collection {name!r}: {error}") from error
+        store = cls(client, name, collection)
+        if embedder is not None:
+            store.check_fingerprint(embedder, dimension or (lambda: 0))
+        return store
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        metadata = self.collection.metadata or {}
+        if "embedder" not in metadata:
+            return None
+        return Fingerprint(str(metadata["embedder"]), int(metadata.get("dimension", 0)))
+
+    def check_fingerprint(self, embedder: str, dimension: Callable[[], int]) -> None:
+        recorded = self.fingerprint
+        if recorded is None:
+            if self.count():
+                raise EmbedderMismatch(
+                    f"collection {self.name!r} records no embedder; "
+                    "run `rag ingest --rebuild` to re-embed it"
+                )
+            self.collection.modify(metadata={"embedder": embedder, "dimension": dimension()})
+        elif recorded.embedder != embedder:
+            configured = Fingerprint(embedder, dimension())
+            raise EmbedderMismatch(
+                f"collection {self.name!r} was built with {recorded.describe()} but the configured "
+                f"embedder is {configured.describe()}; run `rag ingest --rebuild` to re-embed it, "
+                f"or set RAG_EMBED_MODEL={recorded.embedder}"
+            )
+
+    def vector_store(self) -> ChromaVectorStore:
+        """The same collection as LlamaIndex's own vector store type."""
+        return ChromaVectorStore(chroma_collection=self.collection)
+
+    def count(self) -> int:
+        return int(self.collection.count())
+
+    def upsert(self, nodes: Sequence[BaseNode]) -> None:
+        """Write nodes (with embeddings) in LlamaIndex's metadata layout; same id overwrites."""
+        for start in range(0, len(nodes), WRITE_BATCH):
+            batch = nodes[start : start + WRITE_BATCH]
+            self.collection.upsert(
+                ids=[node.node_id for node in batch],
+                embeddings=[node.get_embedding() for node in batch],
+                metadatas=[_flat_metadata(node) for node in batch],
+                documents=[node.get_content(metadata_mode=MetadataMode.NONE) for node in batch],
+            )
+
+    def delete_chunks(self, doc_id: str, content_hash: str | None = None) -> None:
+        """Delete a file's chunks: all of them, or only those of one version (`content_hash`)."""
+        where: dict[str, Any] = {"file_id": doc_id}
+        if content_hash is not None:
+            where = {"$and": [{"file_id": doc_id}, {"content_hash": content_hash}]}
+        self.collection.delete(where=where)
+
+    def delete_other_versions(self, doc_id: str, keep_hash: str) -> None:
+        self.collection.delete(
+            where={"$and": [{"file_id": doc_id}, {"content_hash": {"$ne": keep_hash}}]}
+        )
+
+    def chunk_counts(self) -> dict[str, int]:
+        """Chunks per doc_id, read from the store itself (for consistency checks)."""
+        counts: dict[str, int] = {}
+        offset, page = 0, 5000
+        while True:
+            result = self.collection.get(include=["metadatas"], limit=page, offset=offset)
+            for metadata in result["metadatas"]:
+                doc_id = str((metadata or {}).get("file_id"))
+                counts[doc_id] = counts.get(doc_id, 0) + 1
+            if len(result["ids"]) < page:
+                return counts
+            offset += page
+
+    def query(
+        self, embedding: list[float], top_k: int, where: dict[str, Any] | None = None
+    ) -> list[NodeWithScore]:
+        """Nearest chunks by cosine similarity (score 1.0 = same direction)."""
+        if top_k <= 0:
+            return []
+        result = self.collection.query(
+            query_embeddings=[embedding],
+            n_results=top_k,
+            where=where or None,
+            include=["documents", "metadatas", "distances"],
+        )
+        hits: list[NodeWithScore] = []
+        for text, metadata, distance in zip(
+            result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
+        ):
+            node = metadata_dict_to_node(dict(metadata), text=text)
+            hits.append(NodeWithScore(node=node, score=1.0 - float(distance)))
+        return hits
+
+
+def _flat_metadata(node: BaseNode) -> dict[str, Any]:
+    metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=True)
+    return {key: ("" if value is None else value) for key, value in metadata.items()}
+
+
+def list_collections(client: Any) -> list[str]:
+    return sorted(
+        collection if isinstance(collection, str) else collection.name
+        for collection in client.list_collections()
+    )
+
+
+def delete_collection(client: Any, name: str) -> None:
+    if name in list_collections(client):
+        client.delete_collection(name)

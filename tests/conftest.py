@@ -1,0 +1,65 @@
+"""Shared fixtures: isolated settings, one loaded embedder per run, corpus paths, PDFs written here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.cli import offline_environment
+
+offline_environment()
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No RAG_* setting or .env of the developer leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("RAG_") or key in {"OLLAMA_BASE_URL", "OPENAI_API_KEY"}:
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared corpus is missing: expected it at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    """The real bundled MiniLM, loaded once for the whole run."""
+    from rag.config import Settings
+    from rag.embeddings import build_embedder
+
+    model = build_embedder(Settings())
+    model.load()
+    return model
+
+
+@pytest.fixture
+def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from rag.config import Settings
+
+    return Settings(storage_dir=tmp_path / "storage", data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def index(settings, embedder) -> Iterator:  # type: ignore[no-untyped-def]
+    from rag.index import Index
+
+    idx = Index(settings, embedder=embedder)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def data_dir(settings) -> Path:  # type: ignore[no-untyped-def]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings.data_dir

@@ -1,0 +1,61 @@
+"""A tiny PDF writer for test fixtures: real, valid PDFs with one text block per page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def write_pdf(path: Path, pages: list[str]) -> Path:
+    """Write `pages` (one string per page, lines split on newlines) as a Helvetica text PDF."""
+    objects: list[bytes] = []
+    page_ids = [4 + 2 * i for i in range(len(pages))]
+    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    kids = " ".join(f"{pid} 0 R" for pid in page_ids)
+    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode())
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    for index, text in enumerate(pages):
+        lines = ["BT", "/F1 11 Tf", "14 TL", "72 760 Td"]
+        for line in text.splitlines() or [""]:
+            lines.append(f"({_escape(line)}) Tj T*")
+        lines.append("ET")
+        stream = "\n".join(lines).encode("latin-1")
+        content_id = page_ids[index] + 1
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {content_id} 0 R >>".encode()
+        )
+        objects.append(
+            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
+        )
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for offset in offsets:
+        out += b"%010d 00000 n \n" % offset
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    path.write_bytes(bytes(out))
+    return path
+
+
+def write_encrypted_pdf(path: Path, pages: list[str], user_password: str) -> Path:
+    """The same PDF, encrypted with pypdf (an empty user password still opens without asking)."""
+    from pypdf import PdfReader, PdfWriter
+
+    plain = write_pdf(path.with_suffix(".plain.pdf"), pages)
+    writer = PdfWriter(clone_from=PdfReader(plain))
+    writer.encrypt(user_password=user_password, owner_password="owner-secret", algorithm="AES-128")
+    with open(path, "wb") as handle:
+        writer.write(handle)
+    plain.unlink()
+    return path
