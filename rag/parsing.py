@@ -1,11 +1,17 @@
-"""Runs the loaders in a child process, so a file that hangs, recurses or eats memory is stopped and reported."""
+"""Runs the loaders in a child process, so a file that hangs, recurses or eats memory is stopped and reported.
+
+The child is a plain `python -m rag.parsing` subprocess speaking pickle over its stdin/stdout; unlike
+multiprocessing's spawn, it never re-imports the caller's main script (a Chainlit app, a benchmark).
+"""
 
 from __future__ import annotations
 
-import multiprocessing
+import pickle
+import select
+import subprocess
+import sys
 import threading
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import IO, Any
 
 from rag.errors import FileRefused
 from rag.loaders import LoadedFile, load_bytes
@@ -13,8 +19,8 @@ from rag.loaders import LoadedFile, load_bytes
 MEMORY_LIMIT_MB = 3072
 
 
-def _serve(conn: Connection, memory_limit_mb: int) -> None:
-    """Child loop: receive (bytes, name), answer ("ok", LoadedFile) or ("refused", reason)."""
+def serve(reader: IO[bytes], writer: IO[bytes], memory_limit_mb: int) -> None:
+    """Child loop: read (bytes, name), answer ("ok", LoadedFile) or ("refused", reason)."""
     import logging
     import resource
     import warnings
@@ -26,17 +32,20 @@ def _serve(conn: Connection, memory_limit_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     while True:
         try:
-            data, name = conn.recv()
+            data, name = pickle.load(reader)
         except EOFError:
             return
+        answer: tuple[str, Any]
         try:
-            conn.send(("ok", load_bytes(data, name)))
+            answer = ("ok", load_bytes(data, name))
         except FileRefused as refused:
-            conn.send(("refused", refused.reason))
+            answer = ("refused", refused.reason)
         except MemoryError:
-            conn.send(("refused", f"parsing needed more than {memory_limit_mb} MB of memory"))
+            answer = ("refused", f"parsing needed more than {memory_limit_mb} MB of memory")
         except Exception as error:  # noqa: BLE001 - report any parser failure as this file's reason
-            conn.send(("refused", f"could not be parsed ({type(error).__name__}: {error})"[:300]))
+            answer = ("refused", f"could not be parsed ({type(error).__name__}: {error})"[:300])
+        pickle.dump(answer, writer)
+        writer.flush()
 
 
 class ParseWorker:
@@ -45,9 +54,7 @@ class ParseWorker:
     def __init__(self, timeout_s: float, memory_limit_mb: int = MEMORY_LIMIT_MB) -> None:
         self.timeout_s = timeout_s
         self.memory_limit_mb = memory_limit_mb
-        self._context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
-        self._process: Any = None
-        self._conn: Connection | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> ParseWorker:
@@ -56,33 +63,34 @@ class ParseWorker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _start(self) -> Connection:
-        if self._process is None or not self._process.is_alive():
-            parent, child = self._context.Pipe()
-            self._process = self._context.Process(
-                target=_serve, args=(child, self.memory_limit_mb), daemon=True, name="rag-parser"
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._process is None or self._process.poll() is not None:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "rag.parsing", str(self.memory_limit_mb)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
             )
-            self._process.start()
-            child.close()
-            self._conn = parent
-        assert self._conn is not None
-        return self._conn
+        return self._process
 
     def parse(self, data: bytes, name: str) -> LoadedFile:
         """Parse in the child; raise FileRefused on a bad file, a timeout or a crashed parser."""
         with self._lock:
-            conn = self._start()
-            conn.send((data, name))
-            if not conn.poll(self.timeout_s):
-                self._kill()
-                raise FileRefused(
-                    name,
-                    f"parsing took longer than {self.timeout_s:g} s and was stopped "
-                    "(limit RAG_PARSE_TIMEOUT_S); the file may be damaged or very large",
-                )
+            process = self._start()
+            assert process.stdin is not None and process.stdout is not None
             try:
-                status, payload = conn.recv()
-            except (EOFError, OSError):
+                pickle.dump((data, name), process.stdin)
+                process.stdin.flush()
+                ready, _, _ = select.select([process.stdout], [], [], self.timeout_s)
+                if not ready:
+                    self._kill()
+                    raise FileRefused(
+                        name,
+                        f"parsing took longer than {self.timeout_s:g} s and was stopped "
+                        "(limit RAG_PARSE_TIMEOUT_S); the file may be damaged or very large",
+                    )
+                status, payload = pickle.load(process.stdout)
+            except (EOFError, OSError, pickle.UnpicklingError):
                 self._kill()
                 raise FileRefused(name, "the parser crashed on this file") from None
         if status == "ok":
@@ -92,17 +100,32 @@ class ParseWorker:
     def _kill(self) -> None:
         if self._process is not None:
             self._process.kill()
-            self._process.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
-        self._process = self._conn = None
+            self._process.wait(timeout=10)
+            self._close_pipes(self._process)
+        self._process = None
+
+    @staticmethod
+    def _close_pipes(process: subprocess.Popen[bytes]) -> None:
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()  # the child sees EOF and exits
-            if self._process is not None:
-                self._process.join(timeout=2)
-                if self._process.is_alive():
-                    self._process.kill()
-            self._process = self._conn = None
+            process, self._process = self._process, None
+            if process is None:
+                return
+            if process.stdin is not None:
+                process.stdin.close()  # the child reads EOF and exits
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+            self._close_pipes(process)
+
+
+if __name__ == "__main__":
+    answers = sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print() in a parser must not corrupt the answers
+    serve(sys.stdin.buffer, answers, int(sys.argv[1]) if len(sys.argv) > 1 else MEMORY_LIMIT_MB)

@@ -1,14 +1,24 @@
-"""Retrieval over one collection: vector search with metadata filters, results as sources users can read."""
+"""Retrieval over one collection: vector, BM25 and fused (RRF) search with filters, as readable sources."""
 
 from __future__ import annotations
 
+import re
+import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from functools import cache
+from typing import Any, Literal
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.schema import NodeWithScore
+from llama_index.core.schema import NodeWithScore, TextNode
 
 from rag.store import ChunkStore
+
+Mode = Literal["hybrid", "vector", "bm25"]
+
+# Reciprocal rank fusion: score = sum 1 / (RRF_K + rank). 60 is the constant from the original paper;
+# it keeps one list's top hit from drowning everything the other list found.
+RRF_K = 60
+CANDIDATES = 4  # each retriever proposes top_k * CANDIDATES chunks before fusion
 
 
 @dataclass(frozen=True)
@@ -32,26 +42,150 @@ def to_source(hit: NodeWithScore) -> Source:
     page = metadata.get("page")
     return Source(
         file=str(metadata.get("file", "?")),
-        page=int(page) if isinstance(page, (int, float)) or str(page).isdigit() else None,
+        page=int(page) if isinstance(page, int | float) and not isinstance(page, bool) else None,
         score=round(float(hit.score or 0.0), 4),
         text=hit.node.get_content(),
     )
 
 
-class Retriever:
-    """Finds the chunks closest to a question in one collection."""
+# --- keyword search -----------------------------------------------------------------------------------
 
-    def __init__(self, embedder: BaseEmbedding, store: ChunkStore) -> None:
+TOKEN = re.compile(r"\d+(?:[.,]\d+)*|\w+", re.UNICODE)
+CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+
+
+@cache
+def _stemmers() -> tuple[Any, Any]:
+    import Stemmer  # PyStemmer: Snowball stemmers, no downloads
+
+    return Stemmer.Stemmer("english"), Stemmer.Stemmer("russian")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words, stemmed (English, or Russian for Cyrillic words); numbers kept whole."""
+    english, russian = _stemmers()
+    tokens = []
+    for raw in TOKEN.findall(text.lower()):
+        if raw[0].isdigit():
+            tokens.append(raw.replace(",", "."))  # 4,50 and 4.50 are the same price
+        elif CYRILLIC.search(raw):
+            tokens.append(russian.stemWord(raw))
+        elif len(raw) > 1 or raw.isalnum():
+            tokens.append(english.stemWord(raw))
+    return tokens
+
+
+class KeywordIndex:
+    """BM25 over every chunk of a collection, built from the store itself so it can never drift."""
+
+    def __init__(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
+        import bm25s
+
+        self.ids = ids
+        self.texts = texts
+        self.metadatas = metadatas
+        self.engine: Any = None
+        corpus = [tokenize(text) for text in texts]
+        if ids:
+            self.engine = bm25s.BM25()
+            self.engine.index(corpus, show_progress=False)
+            self.vocabulary = set(self.engine.vocab_dict)
+
+    def search(self, query: str, top_k: int, where: dict[str, Any] | None) -> list[NodeWithScore]:
+        if self.engine is None:
+            return []
+        tokens = [token for token in tokenize(query) if token in self.vocabulary]
+        if not tokens:
+            return []
+        # Score everything, then filter: the corpus of one collection is small enough (10k chunks).
+        limit = len(self.ids) if where else min(top_k, len(self.ids))
+        documents, scores = self.engine.retrieve([tokens], k=limit, show_progress=False)
+        hits = []
+        for position, score in zip(documents[0], scores[0], strict=True):
+            if score <= 0:
+                break
+            metadata = self.metadatas[position]
+            if where and not matches(metadata, where):
+                continue
+            node = TextNode(id_=self.ids[position], text=self.texts[position], metadata=metadata)
+            hits.append(NodeWithScore(node=node, score=float(score)))
+            if len(hits) == top_k:
+                break
+        return hits
+
+
+def matches(metadata: dict[str, Any], where: dict[str, Any]) -> bool:
+    """The subset of Chroma's `where` language we use: equality, $in, $ne, $and, $or."""
+    for key, condition in where.items():
+        if key == "$and":
+            if not all(matches(metadata, part) for part in condition):
+                return False
+        elif key == "$or":
+            if not any(matches(metadata, part) for part in condition):
+                return False
+        elif isinstance(condition, dict):
+            value = metadata.get(key)
+            for operator, operand in condition.items():
+                if operator == "$in" and value not in operand:
+                    return False
+                if operator == "$nin" and value in operand:
+                    return False
+                if operator == "$ne" and value == operand:
+                    return False
+                if operator == "$eq" and value != operand:
+                    return False
+        elif metadata.get(key) != condition:
+            return False
+    return True
+
+
+def fuse(rankings: list[list[NodeWithScore]], top_k: int) -> list[NodeWithScore]:
+    """Reciprocal rank fusion; scores are scaled so a chunk ranked first by every list scores 1."""
+    scores: dict[str, float] = {}
+    nodes: dict[str, NodeWithScore] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, 1):
+            scores[hit.node.node_id] = scores.get(hit.node.node_id, 0.0) + 1.0 / (RRF_K + rank)
+            nodes.setdefault(hit.node.node_id, hit)
+    best = len(rankings) / (RRF_K + 1)
+    ordered = sorted(scores, key=lambda node_id: scores[node_id], reverse=True)[:top_k]
+    return [NodeWithScore(node=nodes[i].node, score=scores[i] / best) for i in ordered]
+
+
+class Retriever:
+    """Finds the chunks that answer a question in one collection."""
+
+    def __init__(self, embedder: BaseEmbedding, store: ChunkStore, mode: Mode = "hybrid") -> None:
         self.embedder = embedder
         self.store = store
+        self.mode = mode
+        self._keywords: KeywordIndex | None = None
+        self._keywords_revision: object = None
+        self._lock = threading.Lock()
+
+    def keyword_index(self) -> KeywordIndex:
+        """The BM25 index, rebuilt when the collection changed since it was built."""
+        revision = self.store.revision()
+        with self._lock:
+            if self._keywords is None or revision != self._keywords_revision:
+                ids, texts, metadatas = self.store.all_chunks()
+                self._keywords = KeywordIndex(ids, texts, metadatas)
+                self._keywords_revision = revision
+            return self._keywords
 
     def retrieve(
         self, query: str, top_k: int, where: dict[str, Any] | None = None
     ) -> list[NodeWithScore]:
-        if not query.strip():
+        if not query.strip() or top_k <= 0:
             return []
-        embedding = self.embedder.get_query_embedding(query)
-        return self.store.query(embedding, top_k, where)
+        if self.mode == "bm25":
+            return self.keyword_index().search(query, top_k, where)
+        pool = top_k * CANDIDATES if self.mode == "hybrid" else top_k
+        vector_hits = self.store.query(self.embedder.get_query_embedding(query), pool, where)
+        if self.mode == "vector":
+            return vector_hits
+        keyword_hits = self.keyword_index().search(query, pool, where)
+        return fuse([vector_hits, keyword_hits], top_k)
 
     def search(self, query: str, top_k: int, where: dict[str, Any] | None = None) -> list[Source]:
         return [to_source(hit) for hit in self.retrieve(query, top_k, where)]

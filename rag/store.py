@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,6 +143,35 @@ class ChunkStore:
             where={"$and": [{"file_id": doc_id}, {"content_hash": {"$ne": keep_hash}}]}
         )
 
+    def revision(self) -> object:
+        """Changes whenever chunks are written or deleted, by any process (for caches such as BM25)."""
+        fresh = self.client.get_collection(self.name, embedding_function=None)
+        return (fresh.metadata or {}).get("revision"), fresh.count()
+
+    def bump_revision(self) -> None:
+        metadata = dict(
+            self.client.get_collection(self.name, embedding_function=None).metadata or {}
+        )
+        metadata["revision"] = uuid.uuid4().hex
+        self.collection.modify(metadata=metadata)
+
+    def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """Every chunk's id, text and metadata, in pages (Chroma caps one read)."""
+        ids: list[str] = []
+        texts: list[str] = []
+        metadatas: list[dict[str, Any]] = []
+        offset, page = 0, 5000
+        while True:
+            result = self.collection.get(
+                include=["documents", "metadatas"], limit=page, offset=offset
+            )
+            ids.extend(result["ids"])
+            texts.extend(result["documents"])
+            metadatas.extend(_user_metadata(m) for m in result["metadatas"])
+            if len(result["ids"]) < page:
+                return ids, texts, metadatas
+            offset += page
+
     def chunk_counts(self) -> dict[str, int]:
         """Chunks per doc_id, read from the store itself (for consistency checks)."""
         counts: dict[str, int] = {}
@@ -174,6 +204,14 @@ class ChunkStore:
             node = metadata_dict_to_node(dict(metadata), text=text)
             hits.append(NodeWithScore(node=node, score=1.0 - float(distance)))
         return hits
+
+
+# Keys LlamaIndex adds to what it stores; not part of a chunk's own metadata.
+LLAMA_INDEX_KEYS = {"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"}
+
+
+def _user_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (metadata or {}).items() if k not in LLAMA_INDEX_KEYS}
 
 
 def _flat_metadata(node: BaseNode) -> dict[str, Any]:

