@@ -63,3 +63,15 @@ def index(settings, embedder) -> Iterator:  # type: ignore[no-untyped-def]
 def data_dir(settings) -> Path:  # type: ignore[no-untyped-def]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings.data_dir
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real `chroma run` server on 127.0.0.1 for the whole run: yields (host, port)."""
+    from chroma_server import run_chroma_server
+
+    try:
+        with run_chroma_server(tmp_path_factory.mktemp("chroma-server")) as server:
+            yield server.host, server.port
+    except RuntimeError as error:
+        pytest.fail(f"could not start a Chroma server: {error}")

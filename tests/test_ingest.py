@@ -25,7 +25,10 @@ def chunk_ids(index: Index) -> list[str]:
 
 
 def test_folder_is_indexed_with_file_and_page(index: Index, data_dir: Path) -> None:
-    write_pdf(data_dir / "guide.pdf", ["Introduction to the guide", "The lighthouse keeper feeds the cats at dawn"])
+    write_pdf(
+        data_dir / "guide.pdf",
+        ["Introduction to the guide", "The lighthouse keeper feeds the cats at dawn"],
+    )
     (data_dir / "notes").mkdir()
     (data_dir / "notes" / "todo.txt").write_text("Buy oat milk and fresh basil for the pesto.")
     report = index.ingest([data_dir])
@@ -77,7 +80,9 @@ def test_adding_one_file_never_deletes_others(index: Index, data_dir: Path, tmp_
 
 
 def test_node_ids_are_deterministic(settings, embedder, data_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    (data_dir / "same.txt").write_text("Deterministic ids mean nothing is ever indexed twice. " * 40)
+    (data_dir / "same.txt").write_text(
+        "Deterministic ids mean nothing is ever indexed twice. " * 40
+    )
     ids = []
     for run_number in range(2):
         other = settings.model_copy(update={"storage_dir": tmp_path / f"store{run_number}"})
@@ -88,13 +93,20 @@ def test_node_ids_are_deterministic(settings, embedder, data_dir: Path, tmp_path
     assert ids[0] == ids[1] and len(ids[0]) > 1
 
 
-def test_bad_files_are_reported_and_the_rest_indexed(capsys, data_dir: Path, settings, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_files_are_reported_and_the_rest_indexed(
+    capsys, data_dir: Path, settings, corpus: Path
+) -> None:  # type: ignore[no-untyped-def]
     storage = str(settings.storage_dir)
     (data_dir / "good.txt").write_text("Solar panels work best facing south.")
     assert run(capsys, "ingest", str(data_dir), "--storage", storage)[0] == 0
     bad = data_dir.parent / "incoming"
     bad.mkdir()
-    for name in ["empty-0-bytes.pdf", "encrypted-open-password-acrobat.pdf", "image-only-photo.pdf", "page-tree-cycle.pdf"]:
+    for name in [
+        "empty-0-bytes.pdf",
+        "encrypted-open-password-acrobat.pdf",
+        "image-only-photo.pdf",
+        "page-tree-cycle.pdf",
+    ]:
         shutil.copy(corpus / "pdfs" / "bad" / name, bad / name)
     write_pdf(bad / "fine.pdf", ["Wind turbines need regular maintenance"])
     code, out, err = run(capsys, "ingest", str(bad), "--storage", storage)
@@ -114,13 +126,15 @@ def test_search_json_contract(capsys, data_dir: Path, settings) -> None:  # type
     (data_dir / "about.md").write_text("# About\nWe are a small family restaurant since 1982.")
     storage = str(settings.storage_dir)
     assert run(capsys, "ingest", str(data_dir), "--storage", storage)[0] == 0
-    code, out, _ = run(capsys, "search", "onion soup price", "-k", "2", "--json", "--storage", storage)
+    code, out, _ = run(
+        capsys, "search", "onion soup price", "-k", "2", "--json", "--storage", storage
+    )
     hits = json.loads(out)
     assert code == 0 and len(hits) == 2
     assert set(hits[0]) == {"file", "page", "score", "text"}
     assert (hits[0]["file"], hits[0]["page"]) == ("menu.pdf", 2)
     assert hits[0]["score"] >= hits[1]["score"]
-    assert {hit["file"]: hit["page"] for hit in hits}.get("about.md", None) is None
+    assert {hit["file"]: hit["page"] for hit in hits}.get("about.md") is None
 
 
 def test_status_json_contract(capsys, data_dir: Path, settings) -> None:  # type: ignore[no-untyped-def]
@@ -175,7 +189,9 @@ def test_size_limit_refuses_big_files(capsys, data_dir: Path, settings, monkeypa
     assert "1 indexed" in out
 
 
-def test_other_embedder_is_refused_until_rebuild(capsys, data_dir: Path, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_other_embedder_is_refused_until_rebuild(
+    capsys, data_dir: Path, settings, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     (data_dir / "doc.txt").write_text("Fingerprints keep vector spaces apart.")
     storage = str(settings.storage_dir)
     assert run(capsys, "ingest", str(data_dir), "--storage", storage)[0] == 0
@@ -191,7 +207,9 @@ def test_other_embedder_is_refused_until_rebuild(capsys, data_dir: Path, setting
     assert code == 0 and json.loads(out)[0]["file"] == "doc.txt"
 
 
-def test_ingest_without_paths_syncs_the_data_folder(capsys, data_dir: Path, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_ingest_without_paths_syncs_the_data_folder(
+    capsys, data_dir: Path, settings, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     (data_dir / "x.txt").write_text("The data folder is the default.")
     monkeypatch.setenv("RAG_DATA_DIR", str(data_dir))
     monkeypatch.setenv("RAG_STORAGE_DIR", str(settings.storage_dir))

@@ -61,7 +61,7 @@ def test_pdf_with_empty_user_password_is_opened(tmp_path: Path) -> None:
 
 def test_pdf_with_a_real_password_is_refused(tmp_path: Path) -> None:
     pdf = write_encrypted_pdf(tmp_path / "secret.pdf", ["hidden"], "hunter2")
-    with pytest.raises(FileRefused, match="secret.pdf: .*password"):
+    with pytest.raises(FileRefused, match=r"secret\.pdf: .*password"):
         load(pdf)
 
 
@@ -94,7 +94,7 @@ def test_json_is_flattened_to_key_value_lines(corpus: Path) -> None:
 def test_deeply_nested_json_is_refused_not_crashed(tmp_path: Path) -> None:
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 5000 + "]" * 5000)
-    with pytest.raises(FileRefused, match="deep.json: .*nested deeper"):
+    with pytest.raises(FileRefused, match=r"deep\.json: .*nested deeper"):
         load(deep)
 
 
@@ -150,7 +150,8 @@ def worker():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
-    "pdf", sorted((Path(__file__).resolve().parents[2] / "shared/corpus/pdfs/bad").glob("*.pdf")),
+    "pdf",
+    sorted((Path(__file__).resolve().parents[2] / "shared/corpus/pdfs/bad").glob("*.pdf")),
     ids=lambda p: p.name,
 )
 def test_every_bad_corpus_pdf_gets_a_clear_outcome(worker: ParseWorker, pdf: Path) -> None:
@@ -168,10 +169,12 @@ def test_every_bad_corpus_pdf_gets_a_clear_outcome(worker: ParseWorker, pdf: Pat
         assert_readable(page.text)
 
 
-def test_parse_worker_survives_a_timeout_and_parses_the_next_file(tmp_path: Path, corpus: Path) -> None:
+def test_parse_worker_survives_a_timeout_and_parses_the_next_file(
+    tmp_path: Path, corpus: Path
+) -> None:
     slow = corpus / "pdfs" / "bad" / "govdocs-429-pages-slow-repair.pdf"
     with ParseWorker(timeout_s=1.0) as worker:
-        with pytest.raises(FileRefused, match="longer than 1 s.*RAG_PARSE_TIMEOUT_S"):
+        with pytest.raises(FileRefused, match=r"longer than 1 s.*RAG_PARSE_TIMEOUT_S"):
             worker.parse(slow.read_bytes(), slow.name)
         good = write_pdf(tmp_path / "ok.pdf", ["Still working after the timeout"])
         assert "Still working" in worker.parse(good.read_bytes(), good.name).pages[0].text
