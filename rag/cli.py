@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=None, help="how many chunks (RAG_TOP_K, 5)")
     search.add_argument("--json", action="store_true")
 
+    ask = commands.add_parser("ask", parents=[common], help="answer a question from the documents")
+    ask.add_argument("question")
+    ask.add_argument("--profile", help="profile from the profiles folder (RAG_PROFILE, general)")
+    ask.add_argument(
+        "-k", type=int, default=None, help="chunks to retrieve (default: the profile's)"
+    )
+    ask.add_argument("--json", action="store_true", help='print {"answer", "sources", "model"}')
+
     remove = commands.add_parser("remove", parents=[common], help="drop one file from the index")
     remove.add_argument("file", help="the name shown by search/status, or the file's path")
     return parser
@@ -199,6 +207,36 @@ def cmd_search(index: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ask(index: Any, args: argparse.Namespace) -> int:
+    from rag.engine import ChatEngine
+    from rag.llm import build_llm
+    from rag.profiles import get_profile
+
+    settings = index.settings
+    profile = get_profile(settings.profiles_dir, args.profile or settings.profile)
+    if args.collection:  # an explicit --collection wins over the profile's
+        profile = profile.model_copy(update={"collection": args.collection})
+    llm = build_llm(settings)
+    engine = ChatEngine(index, llm, profile, top_k=args.k)
+    answer = engine.ask(args.question)
+    if args.json:
+        for _ in answer.stream():
+            pass
+        print(json.dumps(answer.to_json(), ensure_ascii=False))
+        return EXIT_OK
+    print(f"[{answer.model}]", file=sys.stderr)
+    for token in answer.stream():
+        print(token, end="", flush=True)
+    print()
+    if answer.sources:
+        print("\nSources:")
+        for number, source in enumerate(answer.sources, 1):
+            print(f"  [{number}] {source.citation()} (score {source.score:.3f})")
+    else:
+        print("\nSources: none found in collection " + repr(profile.collection))
+    return EXIT_OK
+
+
 def cmd_remove(index: Any, args: argparse.Namespace) -> int:
     for name in index.remove(args.file):
         print(f"removed {name} from collection {index.settings.collection!r}")
@@ -210,6 +248,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "status": cmd_status,
     "search": cmd_search,
     "remove": cmd_remove,
+    "ask": cmd_ask,
 }
 
 
