@@ -1,4 +1,4 @@
-"""The `rag` command: ingest, status, search, remove (and later ask, eval) over the index."""
+"""The `rag` command: ingest, status, search, remove, ask and eval over the index."""
 
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-k", type=int, default=None, help="chunks to retrieve (default: the profile's)"
     )
     ask.add_argument("--json", action="store_true", help='print {"answer", "sources", "model"}')
+
+    evaluate = commands.add_parser(
+        "eval", parents=[common], help="measure retrieval with a question set (hit rate, MRR)"
+    )
+    evaluate.add_argument("qa", type=Path, metavar="QA.jsonl")
+    evaluate.add_argument("-k", type=int, default=5, help="rank cut-off (default 5)")
+    evaluate.add_argument("--json", action="store_true", help='print {"n", "k", "hit_rate", "mrr"}')
+    evaluate.add_argument("--report", type=Path, help="write per-question results (JSONL) here")
 
     remove = commands.add_parser("remove", parents=[common], help="drop one file from the index")
     remove.add_argument("file", help="the name shown by search/status, or the file's path")
@@ -237,6 +245,23 @@ def cmd_ask(index: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval(index: Any, args: argparse.Namespace) -> int:
+    from rag.evaluate import evaluate, load_questions, write_report
+
+    questions = load_questions(args.qa)
+    retriever = index.retriever()
+    result = evaluate(questions, retriever.search, args.k)
+    if args.report:
+        write_report(result, args.report)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(f"hit_rate@{result.k} {result.hit_rate:.4f}")
+        print(f"mrr@{result.k} {result.mrr:.4f}")
+        print(f"({result.n} questions, collection {index.settings.collection!r})")
+    return EXIT_OK
+
+
 def cmd_remove(index: Any, args: argparse.Namespace) -> int:
     for name in index.remove(args.file):
         print(f"removed {name} from collection {index.settings.collection!r}")
@@ -249,6 +274,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "search": cmd_search,
     "remove": cmd_remove,
     "ask": cmd_ask,
+    "eval": cmd_eval,
 }
 
 

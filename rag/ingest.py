@@ -18,7 +18,7 @@ from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 from rag.config import Settings
 from rag.errors import ConfigError, FileRefused, StorageLocked
 from rag.loaders import LoadedFile, content_hash, is_supported, unsupported_reason
-from rag.manifest import PENDING_DELETE, Manifest
+from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
 from rag.parsing import ParseWorker
 from rag.store import ChunkStore
 
@@ -146,10 +146,15 @@ class Indexer:
             if record.pending == PENDING_DELETE:
                 self.store.delete_chunks(record.doc_id)
                 self.manifest.commit_delete(self.collection, record.doc_id)
-            else:
+            elif record.pending == PENDING_PRUNE and record.content_hash:
+                self.store.delete_other_versions(record.doc_id, keep_hash=record.content_hash)
+                self.manifest.finish(self.collection, record.doc_id)
+            else:  # a version was being written: drop what was written, the previous one is intact
                 self.store.delete_chunks(record.doc_id, content_hash=record.pending)
                 self.manifest.clear_pending(self.collection, record.doc_id)
             recovered.append(record.file)
+        if recovered:
+            self.store.bump_revision()
         return recovered
 
     def sync(
@@ -230,8 +235,10 @@ class Indexer:
             report.chunks_written += len(group)
             if progress:
                 progress(state)
-        self.store.delete_other_versions(source.doc_id, keep_hash=digest)
+        # Commit before pruning: at every moment the store holds one complete version of the file.
         self.manifest.commit_write(self.collection, source.doc_id, digest, len(nodes), size)
+        self.store.delete_other_versions(source.doc_id, keep_hash=digest)
+        self.manifest.finish(self.collection, source.doc_id)
         self.store.bump_revision()
         report.indexed.append(name)
 

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-PENDING_DELETE = "delete"
+PENDING_DELETE = "delete"  # the file's chunks are being deleted
+PENDING_PRUNE = "prune"  # the new version is complete; older versions' chunks are being deleted
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -26,7 +27,7 @@ CREATE TABLE IF NOT EXISTS files (
     chunks       INTEGER NOT NULL DEFAULT 0,
     size         INTEGER NOT NULL DEFAULT 0,
     indexed_at   REAL,
-    pending      TEXT,            -- hash being written, 'delete', or NULL when consistent
+    pending      TEXT,            -- hash being written, 'prune', 'delete', or NULL when consistent
     PRIMARY KEY (collection, doc_id)
 );
 """
@@ -106,11 +107,20 @@ class Manifest:
     def commit_write(
         self, collection: str, doc_id: str, content_hash: str, chunks: int, size: int
     ) -> None:
+        """The new version is completely written; its older versions are still to be pruned."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE files SET content_hash = ?, chunks = ?, size = ?, indexed_at = ?, "
-                "pending = NULL WHERE collection = ? AND doc_id = ?",
-                (content_hash, chunks, size, time.time(), collection, doc_id),
+                "pending = ? WHERE collection = ? AND doc_id = ?",
+                (content_hash, chunks, size, time.time(), PENDING_PRUNE, collection, doc_id),
+            )
+
+    def finish(self, collection: str, doc_id: str) -> None:
+        """Older versions are pruned: the row and the store agree again."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE files SET pending = NULL WHERE collection = ? AND doc_id = ?",
+                (collection, doc_id),
             )
 
     def clear_pending(self, collection: str, doc_id: str) -> None:

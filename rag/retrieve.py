@@ -18,7 +18,10 @@ Mode = Literal["hybrid", "vector", "bm25"]
 # Reciprocal rank fusion: score = sum 1 / (RRF_K + rank). 60 is the constant from the original paper;
 # it keeps one list's top hit from drowning everything the other list found.
 RRF_K = 60
-CANDIDATES = 4  # each retriever proposes top_k * CANDIDATES chunks before fusion
+# Each retriever proposes this many chunks before fusion, so the order of the first few results does
+# not depend on how many the caller asked for.
+CANDIDATES = 4  # per requested chunk
+MIN_CANDIDATES = 30
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ class Retriever:
             return []
         if self.mode == "bm25":
             return self.keyword_index().search(query, top_k, where)
-        pool = top_k * CANDIDATES if self.mode == "hybrid" else top_k
+        pool = max(top_k * CANDIDATES, MIN_CANDIDATES) if self.mode == "hybrid" else top_k
         vector_hits = self.store.query(self.embedder.get_query_embedding(query), pool, where)
         if self.mode == "vector":
             return vector_hits

@@ -102,8 +102,10 @@ def test_memory_stays_within_its_token_budget(filled_index: Index, ollama: FakeO
 
 @pytest.mark.slow
 def test_ask_json_with_the_embedded_model(
-    capsys, filled_index: Index, embedded_storage: Path
-) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    capsys,  # type: ignore[no-untyped-def]
+    filled_index: Index,
+    embedded_storage: Path,  # noqa: F811 - the session fixture imported above
+) -> None:
     storage = filled_index.settings.storage_dir
     models = embedded_storage / "models"
     (storage / "models").symlink_to(models, target_is_directory=True)

@@ -1,0 +1,403 @@
+"""The LLM factory: the embedded model for real, Ollama and OpenAI-compatible servers over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from fakes import unused_port
+from fakes.ollama_server import FakeOllama
+from fakes.openai_server import FakeOpenAI
+from llama_index.core.llms import ChatMessage, MessageRole
+
+from rag import llm as rag_llm
+from rag.config import Settings
+from rag.errors import BackendError, ConfigError
+from rag.llm import (
+    EMBEDDED_MARKER,
+    EmbeddedLLM,
+    as_backend_error,
+    build_llm,
+    describe_llm,
+    embedded_model_dir,
+    ollama_model_matches,
+    unload_embedded_models,
+    write_atomically,
+)
+
+MESSAGES = [
+    ChatMessage(role=MessageRole.SYSTEM, content="Answer briefly, using only the context."),
+    ChatMessage(
+        role=MessageRole.USER,
+        content="Context: The Eiffel Tower is in Paris. It was finished in 1889.\n\n"
+        "Question: When was the Eiffel Tower finished?",
+    ),
+]
+
+
+def make_settings(tmp_path: Path, **fields: object) -> Settings:
+    return Settings(storage_dir=tmp_path, **fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded model, for real (the conversion runs once per test session)
+
+
+@pytest.fixture(scope="session")
+def embedded_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    storage = tmp_path_factory.mktemp("llm-storage")
+    # What a conversion killed long ago leaves behind: it must not count, and gets cleaned up.
+    stale = storage / "models" / ".smollm2-135m-instruct.tmp-killed"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half written")
+    old = time.time() - 2 * rag_llm.STALE_TEMP_S
+    os.utime(stale, (old, old))
+    return storage
+
+
+@pytest.fixture(scope="session")
+def embedded_llm(embedded_storage: Path) -> EmbeddedLLM:
+    llm = build_llm(
+        Settings(storage_dir=embedded_storage, llm="embedded", temperature=0.0, max_new_tokens=40)
+    )
+    assert isinstance(llm, EmbeddedLLM)
+    llm.warm_up()
+    return llm
+
+
+@pytest.mark.slow
+def test_embedded_first_load_converts_once_into_a_safetensors_folder(
+    embedded_llm: EmbeddedLLM, embedded_storage: Path
+) -> None:
+    info = embedded_llm.last_load
+    assert info is not None and info.converted
+    folder = embedded_model_dir(Settings(storage_dir=embedded_storage))
+    assert info.folder == folder
+    for name in ("model.safetensors", "config.json", "tokenizer.json", EMBEDDED_MARKER):
+        assert (folder / name).is_file(), name
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name != folder.name]
+    assert leftovers == []  # the stale temp folder is gone, and no new one was left
+
+
+@pytest.mark.slow
+def test_embedded_stream_chat_yields_several_deltas(embedded_llm: EmbeddedLLM) -> None:
+    responses = list(embedded_llm.stream_chat(MESSAGES))
+    deltas = [r.delta for r in responses]
+    assert len(deltas) >= 3
+    assert all(deltas)
+    text = "".join(deltas)
+    assert text.strip()
+    assert responses[-1].message.content == text
+    assert responses[-1].message.role == MessageRole.ASSISTANT
+    assert describe_llm(embedded_llm) == "embedded SmolLM2-135M-Instruct"
+
+
+@pytest.mark.slow
+def test_embedded_chat_goes_through_the_chat_template(embedded_llm: EmbeddedLLM) -> None:
+    ids = embedded_llm._chat_ids(MESSAGES)
+    prompt = embedded_llm._ready().tokenizer.decode(ids[0])
+    assert prompt.startswith("<|im_start|>system\nAnswer briefly")
+    assert "<|im_start|>user\nContext:" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    # chat() answers exactly what the raw templated prompt gets (greedy decoding).
+    assert embedded_llm.chat(MESSAGES).message.content == (
+        embedded_llm.complete(prompt, formatted=True).text
+    )
+
+
+@pytest.mark.slow
+def test_embedded_complete_and_stream_complete(embedded_llm: EmbeddedLLM) -> None:
+    text = embedded_llm.complete("Name a colour.").text
+    assert text.strip()
+    streamed = list(embedded_llm.stream_complete("Name a colour."))
+    assert streamed[-1].text == text == "".join(r.delta or "" for r in streamed)
+
+
+@pytest.mark.slow
+def test_embedded_concurrent_generations_do_not_mix(embedded_llm: EmbeddedLLM) -> None:
+    expected = embedded_llm.chat(MESSAGES).message.content
+    results: list[str] = []
+
+    def ask() -> None:
+        results.append("".join(r.delta or "" for r in embedded_llm.stream_chat(MESSAGES)))
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == [expected, expected]
+
+
+def _generation_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "embedded-llm-generate"]
+
+
+@pytest.mark.slow
+def test_embedded_closing_a_stream_stops_its_generation(embedded_llm: EmbeddedLLM) -> None:
+    stream = embedded_llm.stream_chat(MESSAGES)
+    first = next(stream)
+    assert first.delta
+    stream.close()
+    deadline = time.monotonic() + 10
+    while _generation_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _generation_threads() == []
+    assert embedded_llm.chat(MESSAGES).message.content  # the lock was released
+
+
+@pytest.mark.slow
+def test_embedded_async_stream_chat(embedded_llm: EmbeddedLLM) -> None:
+    async def collect() -> list[str]:
+        stream = await embedded_llm.astream_chat(MESSAGES)
+        return [r.delta or "" async for r in stream]
+
+    deltas = asyncio.run(collect())
+    assert len(deltas) >= 3 and "".join(deltas).strip()
+
+
+@pytest.mark.slow
+def test_embedded_second_build_loads_from_the_cached_folder(
+    embedded_llm: EmbeddedLLM, embedded_storage: Path
+) -> None:
+    folder = embedded_model_dir(Settings(storage_dir=embedded_storage))
+    weights = folder / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    unload_embedded_models()
+    again = build_llm(Settings(storage_dir=embedded_storage, llm="embedded", temperature=0.0))
+    assert isinstance(again, EmbeddedLLM)
+    info = again.warm_up()
+    assert info.folder == folder
+    assert not info.converted
+    assert weights.stat().st_mtime_ns == written
+    assert "".join(r.delta or "" for r in again.stream_chat(MESSAGES)).strip()
+
+
+def test_write_atomically_leaves_no_folder_when_the_writer_fails(tmp_path: Path) -> None:
+    final = tmp_path / "models" / "m"
+
+    def fail(target: Path) -> None:
+        (target / "part").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(final, fail)
+    assert not final.exists()
+    assert list(final.parent.iterdir()) == []
+
+    write_atomically(final, lambda target: (target / "done").write_text("ok"))
+    assert (final / "done").read_text() == "ok"
+    # A second writer replaces the folder as a whole.
+    write_atomically(final, lambda target: (target / "new").write_text("ok"))
+    assert sorted(p.name for p in final.iterdir()) == ["new"]
+    assert [p.name for p in final.parent.iterdir()] == ["m"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ollama over real HTTP
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    with FakeOllama(models=("llama3.2:latest", "nomic-embed-text:latest")) as server:
+        yield server
+
+
+def test_ollama_streams_tokens_through_the_real_client(ollama: FakeOllama, tmp_path: Path) -> None:
+    llm = build_llm(
+        make_settings(
+            tmp_path,
+            llm="ollama",
+            ollama_base_url=ollama.url,
+            ollama_model="llama3.2",
+            max_new_tokens=77,
+            temperature=0.2,
+        )
+    )
+    assert describe_llm(llm) == "ollama llama3.2"
+    responses = list(llm.stream_chat(MESSAGES))
+    deltas = [r.delta for r in responses if r.delta]
+    assert deltas == ollama.reply_pieces()
+    assert responses[-1].message.content == ollama.reply
+    request = ollama.chat_requests()[-1]
+    assert request["stream"] is True
+    assert request["model"] == "llama3.2"
+    assert [m["role"] for m in request["messages"]] == ["system", "user"]
+    assert request["options"]["num_predict"] == 77
+    assert request["options"]["temperature"] == 0.2
+    assert llm.chat(MESSAGES).message.content == ollama.reply
+    assert llm.complete("Capital of France?").text == ollama.reply
+
+
+def test_ollama_unreachable_names_the_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{unused_port()}"
+    with pytest.raises(BackendError) as caught:
+        build_llm(make_settings(tmp_path, llm="ollama", ollama_base_url=url))
+    message = str(caught.value)
+    assert f"Ollama is not reachable at {url}: connection refused" in message
+    assert "ollama serve" in message and "OLLAMA_BASE_URL" in message
+    assert "\n" not in message
+
+
+def test_ollama_model_not_pulled_says_how_to_pull(tmp_path: Path) -> None:
+    server = FakeOllama(models=("mistral:latest",))
+    with server, pytest.raises(BackendError) as caught:
+        build_llm(
+            make_settings(
+                tmp_path, llm="ollama", ollama_base_url=server.url, ollama_model="llama3.2"
+            )
+        )
+    assert "ollama pull llama3.2" in str(caught.value)
+    assert "mistral:latest" in str(caught.value)
+
+
+def test_a_server_that_is_not_ollama_is_reported(tmp_path: Path) -> None:
+    with FakeOpenAI() as server, pytest.raises(BackendError, match="HTTP 404"):
+        build_llm(make_settings(tmp_path, llm="ollama", ollama_base_url=server.url))
+
+
+@pytest.mark.parametrize(
+    ("wanted", "available", "matches"),
+    [
+        ("llama3.2", "llama3.2:latest", True),
+        ("llama3.2:latest", "llama3.2:latest", True),
+        ("llama3.2:3b", "llama3.2:latest", False),
+        ("llama3.2", "llama3.2:1b", False),
+        ("llama3", "llama3.2:latest", False),
+        ("hf.co/org/model", "hf.co/org/model:latest", True),
+    ],
+)
+def test_ollama_tag_names(wanted: str, available: str, matches: bool) -> None:
+    assert ollama_model_matches(wanted, available) is matches
+
+
+@pytest.mark.timeout(60)
+def test_ollama_stalling_longer_than_the_timeout_fails_instead_of_hanging(tmp_path: Path) -> None:
+    with FakeOllama(stall_s=30) as server:
+        llm = build_llm(
+            make_settings(tmp_path, llm="ollama", ollama_base_url=server.url, ollama_timeout_s=1.0)
+        )
+        started = time.monotonic()
+        with pytest.raises(Exception) as caught:
+            list(llm.stream_chat(MESSAGES))
+        assert time.monotonic() - started < 10
+    error = as_backend_error(caught.value, llm)
+    assert isinstance(error, BackendError)
+    assert "did not answer in time" in str(error) and server.url in str(error)
+
+
+def test_ollama_going_away_after_the_check_gives_a_clear_error(tmp_path: Path) -> None:
+    with FakeOllama() as server:
+        llm = build_llm(make_settings(tmp_path, llm="ollama", ollama_base_url=server.url))
+    with pytest.raises(Exception) as caught:
+        llm.chat(MESSAGES)
+    error = as_backend_error(caught.value, llm)
+    assert isinstance(error, BackendError)
+    assert f"{server.url} is not reachable: connection refused" in str(error)
+
+
+def test_auto_uses_ollama_when_it_has_the_model(ollama: FakeOllama, tmp_path: Path) -> None:
+    llm = build_llm(make_settings(tmp_path, llm="auto", ollama_base_url=ollama.url))
+    assert describe_llm(llm) == "ollama llama3.2"
+
+
+def test_auto_falls_back_to_the_embedded_model(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{unused_port()}"
+    llm = build_llm(make_settings(tmp_path, llm="auto", ollama_base_url=url))
+    assert isinstance(llm, EmbeddedLLM)
+    assert llm.last_load is None  # nothing loaded until first used
+    with FakeOllama(models=("mistral:latest",)) as server:
+        llm = build_llm(make_settings(tmp_path, llm="auto", ollama_base_url=server.url))
+    assert describe_llm(llm) == "embedded SmolLM2-135M-Instruct"
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAI-compatible servers over real HTTP
+
+
+def test_openai_like_streams_through_sse(tmp_path: Path) -> None:
+    with FakeOpenAI(models=("qwen2.5-7b-instruct",), api_key="sk-test") as server:
+        llm = build_llm(
+            make_settings(
+                tmp_path,
+                llm="openai",
+                openai_base_url=server.base_url,
+                openai_model="qwen2.5-7b-instruct",
+                openai_api_key="sk-test",
+                max_new_tokens=64,
+            )
+        )
+        assert describe_llm(llm) == "openai qwen2.5-7b-instruct"
+        responses = list(llm.stream_chat(MESSAGES))
+        deltas = [r.delta for r in responses if r.delta]
+        assert deltas == server.reply_pieces()
+        assert responses[-1].message.content == server.reply
+        request = server.chat_requests()[-1]
+        assert request["stream"] is True
+        assert request["model"] == "qwen2.5-7b-instruct"
+        assert request["max_tokens"] == 64
+        assert [m["role"] for m in request["messages"]] == ["system", "user"]
+        assert llm.chat(MESSAGES).message.content == server.reply
+        assert server.chat_requests()[-1].get("stream") in (None, False)
+
+
+def test_openai_like_async_stream(tmp_path: Path) -> None:
+    with FakeOpenAI() as server:
+        llm = build_llm(make_settings(tmp_path, llm="openai", openai_base_url=server.base_url))
+
+        async def collect() -> list[str]:
+            stream = await llm.astream_chat(MESSAGES)
+            return [r.delta async for r in stream if r.delta]
+
+        assert asyncio.run(collect()) == server.reply_pieces()
+
+
+def test_openai_unreachable_names_the_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{unused_port()}/v1"
+    with pytest.raises(BackendError) as caught:
+        build_llm(make_settings(tmp_path, llm="openai", openai_base_url=url))
+    message = str(caught.value)
+    assert f"not reachable at {url}: connection refused" in message
+    assert "RAG_OPENAI_BASE_URL" in message
+
+
+def test_openai_wrong_api_key_is_reported(tmp_path: Path) -> None:
+    server = FakeOpenAI(api_key="sk-right")
+    with server, pytest.raises(BackendError, match="refused the API key"):
+        build_llm(
+            make_settings(
+                tmp_path, llm="openai", openai_base_url=server.base_url, openai_api_key="sk-wrong"
+            )
+        )
+
+
+def test_openai_server_without_models_is_reported(tmp_path: Path) -> None:
+    with FakeOpenAI(models=()) as server, pytest.raises(BackendError, match="serves no model"):
+        build_llm(make_settings(tmp_path, llm="openai", openai_base_url=server.base_url))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bedrock
+
+
+def test_bedrock_without_the_extra_says_how_to_install(tmp_path: Path) -> None:
+    try:
+        import llama_index.llms.bedrock_converse  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the bedrock extra is installed here")
+    with pytest.raises(ConfigError, match=r"pip install \.\[bedrock\]"):
+        build_llm(make_settings(tmp_path, llm="bedrock"))
