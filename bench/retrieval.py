@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -262,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     embed_model = HuggingFaceEmbedding(model_name=str(bundled_model_dir("all-MiniLM-L6-v2")))
     print(f"LlamaIndex defaults' embedder loaded in {time.perf_counter() - started:.1f} s")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
 
     runs = [
         ("essay", [corpus / "essays"], corpus / "qa" / "paul_graham.jsonl", True),
@@ -293,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             ours_system.close()
         table(f"{title}: {questions.name}", args.k, defaults, ours, goals)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end (latencies are wall-clock)")
     return 0
 
 

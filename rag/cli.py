@@ -288,16 +288,17 @@ def progress_display(quiet: bool = False) -> Iterator[Callable[[Any], None] | No
         yield None
         return
     if not sys.stderr.isatty():
-        last_done = -1
+        last_file = None
 
         def log_line(state: Any) -> None:
-            nonlocal last_done
-            if state.files_done != last_done and state.files_done < state.files_total:
-                last_done = state.files_done
+            nonlocal last_file
+            # Called before and after each file (and per batch of chunks): one line per file start.
+            if state.current != last_file and state.files_done < state.files_total:
+                last_file = state.current
                 elapsed = time.monotonic() - state.started
                 print(
                     f"[{state.files_done + 1}/{state.files_total}] {state.current} "
-                    f"({state.chunks_done} chunks, {elapsed:.1f} s)",
+                    f"({state.chunks_done} chunks so far, {elapsed:.1f} s)",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -472,6 +473,10 @@ def _load(folder: Path) -> _Loaded:
         started = time.perf_counter()
         folder, converted = ensure_embedded_model(folder)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if "torch" not in sys.modules:
+            # OpenMP threads that spin while waiting make generation ~10x slower whenever another
+            # process wants the CPU; read once, when torch loads (better set at program start).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from html import unescape
 from html.parser import HTMLParser
@@ -286,7 +287,8 @@ def html_to_text(markup: str) -> str:
 
 
 def _tidy(text: str) -> str:
-    """Normalise white space: non-breaking spaces, runs of blanks, more than one empty line."""
+    """Normalise compatibility characters (ligatures such as "ﬀ") and white space."""
+    text = unicodedata.normalize("NFKC", text)
     text = text.replace("\xa0", " ").replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"[ \t\f\v]+", " ", text)
     text = re.sub(r" *\n *", "\n", text)

@@ -14,6 +14,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # only if torch is not loaded yet
 
 from fakes import unused_port
 from fakes.ollama_server import FakeOllama
@@ -68,7 +69,7 @@ def embedded_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def embedded_llm(embedded_storage: Path) -> EmbeddedLLM:
     llm = build_llm(
-        Settings(storage_dir=embedded_storage, llm="embedded", temperature=0.0, max_new_tokens=40)
+        Settings(storage_dir=embedded_storage, llm="embedded", temperature=0.0, max_new_tokens=20)
     )
     assert isinstance(llm, EmbeddedLLM)
     llm.warm_up()

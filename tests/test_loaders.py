@@ -185,3 +185,9 @@ def test_json_dump_roundtrip_keeps_unicode(tmp_path: Path) -> None:
     menu.write_text(json.dumps({"блюдо": "Борщ", "price": 350}, ensure_ascii=False))
     text = load(menu).pages[0].text
     assert "блюдо: Борщ" in text and "price: 350" in text
+
+
+def test_ligatures_and_odd_spaces_are_normalised(tmp_path: Path) -> None:
+    note = tmp_path / "lig.txt"
+    note.write_text("Co\ufb00ee and \ufb01sh\u00a0today")  # as PDF text extraction often gives it
+    assert load(note).pages[0].text == "Coffee and fish today"
