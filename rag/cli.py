@@ -233,6 +233,8 @@ def cmd_ask(index: Any, args: argparse.Namespace) -> int:
         print(json.dumps(answer.to_json(), ensure_ascii=False))
         return EXIT_OK
     print(f"[{answer.model}]", file=sys.stderr)
+    if answer.standalone_question != args.question:
+        print(f"[searched for: {answer.standalone_question}]", file=sys.stderr)
     for token in answer.stream():
         print(token, end="", flush=True)
     print()

@@ -133,4 +133,11 @@ def embedder_dimension(embedder: BaseEmbedding) -> int:
     try:
         return len(embedder.get_query_embedding("dimension probe"))
     except Exception as error:
+        base_url = getattr(embedder, "base_url", None)
+        if base_url:  # Ollama: unreachable, or the model is not pulled
+            raise BackendError(
+                f"Ollama embedding model {embedder.model_name} failed at {base_url}: "
+                f"{str(error).strip()[:200]}; is Ollama running, and did you run "
+                f"`ollama pull {embedder.model_name}`?"
+            ) from error
         raise BackendError(f"embedder {embedder.model_name} failed: {error}") from error

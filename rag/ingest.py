@@ -22,7 +22,9 @@ from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
 from rag.parsing import ParseWorker
 from rag.store import ChunkStore
 
-EMBED_GROUP = 64  # chunks embedded and written together: progress granularity and memory bound
+# Chunks embedded and written together. Large enough that sorting by length keeps padding low,
+# small enough for steady progress and bounded memory.
+EMBED_GROUP = 256
 
 
 @dataclass(frozen=True)

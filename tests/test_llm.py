@@ -402,3 +402,38 @@ def test_bedrock_without_the_extra_says_how_to_install(tmp_path: Path) -> None:
         pytest.skip("the bedrock extra is installed here")
     with pytest.raises(ConfigError, match=r"pip install \.\[bedrock\]"):
         build_llm(make_settings(tmp_path, llm="bedrock"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ollama embeddings over real HTTP
+
+
+def test_ollama_embedder_indexes_and_searches(ollama: FakeOllama, tmp_path: Path) -> None:
+    from rag.index import Index
+
+    settings = make_settings(
+        tmp_path, embed_model="ollama:nomic-embed-text", ollama_base_url=ollama.url
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("zebras graze on the savanna")
+    (data / "b.txt").write_text("submarines dive under the ocean")
+    index = Index(settings)
+    assert index.ingest([data]).ok
+    assert index.search("zebras graze", 1)[0].file == "a.txt"
+    assert index.collection().fingerprint.describe() == "ollama:nomic-embed-text (16 dims)"
+    embed_calls = [body for _, path, body in ollama.requests if path == "/api/embed"]
+    assert embed_calls and all(body["model"] == "nomic-embed-text" for body in embed_calls)
+    index.close()
+
+
+def test_ollama_embedder_missing_model_is_reported(ollama: FakeOllama, tmp_path: Path) -> None:
+    from rag.errors import BackendError
+    from rag.index import Index
+
+    settings = make_settings(
+        tmp_path, embed_model="ollama:mxbai-embed-large", ollama_base_url=ollama.url
+    )
+    (tmp_path / "doc.txt").write_text("anything")
+    with pytest.raises(BackendError, match="ollama pull mxbai-embed-large"):
+        Index(settings).ingest([tmp_path / "doc.txt"])

@@ -14,6 +14,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+def word_vector(text: str, size: int = 16) -> list[float]:
+    """A deterministic bag-of-words vector: texts sharing words point the same way."""
+    vector = [0.0] * size
+    for word in text.lower().split():
+        vector[sum(word.encode()) % size] += 1.0
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [v / norm for v in vector]
+
+
 def _full_name(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
@@ -44,8 +53,23 @@ class _OllamaHandler(FakeHandler):
             self._show(body)
         elif self.path == "/api/chat":
             self._chat(body)
+        elif self.path == "/api/embed":
+            self._embed(body)
         else:
             self.send_json(404, {"error": "not found"})
+
+    def _embed(self, body: dict[str, Any]) -> None:
+        """Ollama's /api/embed: one vector per input, here derived from the words it contains."""
+        model = str(body.get("model", ""))
+        if not self._known(model):
+            self._not_found(model)
+            return
+        inputs = body.get("input", [])
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        self.send_json(
+            200,
+            {"model": model, "embeddings": [word_vector(text) for text in texts]},
+        )
 
     def _known(self, model: str) -> bool:
         return _full_name(model) in {_full_name(name) for name in self.fake.models}
