@@ -1,1 +1,241 @@
-"""Chainlit entry point (UI only): thin handlers that call into `rag`. The chat UI is being built."""
+"""Chainlit entry point: thin UI handlers that call into `rag` (run with `chainlit run app.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import chainlit as cl
+from chainlit.config import config as chainlit_config
+from chainlit.data import get_data_layer
+from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+from chainlit.data.utils import queue_until_user_message
+from chainlit.input_widget import Slider
+from chainlit.server import app as server_app
+
+from rag.chat import ChatService, ChatSession, history_from_turns, stream_tokens
+from rag.cli import offline_environment
+from rag.config import load_settings
+from rag.errors import RagError
+from rag.retrieve import Source
+from rag.threads import thread_database
+from rag.web import LocalFileStore, install_routes, user_store
+
+offline_environment()
+settings = load_settings()
+service = ChatService(settings)
+users = user_store(settings)
+install_routes(server_app, service.health)
+uploads = chainlit_config.features.spontaneous_file_upload
+if uploads is not None:  # the browser enforces what the settings allow
+    uploads.max_size_mb = int(settings.upload_max_mb) or 1
+    uploads.max_files = settings.upload_max_files
+
+
+@cl.on_app_startup
+async def startup() -> None:
+    service.start_sync()
+    asyncio.get_running_loop().run_in_executor(None, service.warm_up)
+
+
+def profile_icon(name: str) -> str:
+    """A local icon (public/NAME.svg, or the general one): never a URL on another host."""
+    return f"/public/{name}.svg" if Path(f"public/{name}.svg").is_file() else "/public/general.svg"
+
+
+@cl.set_chat_profiles
+async def chat_profiles(current_user: cl.User | None = None) -> list[cl.ChatProfile]:
+    return [
+        cl.ChatProfile(
+            name=profile.name,
+            # With an icon, the description is the welcome text shown above the starters.
+            icon=profile_icon(profile.name),
+            markdown_description=profile.welcome or profile.description,
+            starters=[cl.Starter(label=text, message=text) for text in profile.starters],
+            default=profile.name == service.default_profile().name,
+        )
+        for profile in service.profiles.values()
+    ]
+
+
+if users.enabled:
+
+    @cl.password_auth_callback
+    def login(username: str, password: str) -> cl.User | None:
+        return cl.User(identifier=username) if users.check(username, password) else None
+
+else:
+
+    @cl.header_auth_callback
+    def local_user(headers: Any) -> cl.User:
+        # No login configured: everyone on this machine is the one local user, whose threads
+        # are listed in the sidebar.
+        return cl.User(identifier="local")
+
+
+class ThreadStore(SQLAlchemyDataLayer):
+    """Chainlit's SQL data layer on SQLite, with its writes serialised.
+
+    Chainlit saves a step's creation and its final output as separate background tasks; on
+    SQLite they can race and the output is lost. One lock per kind of write keeps them in order.
+    """
+
+    _step_lock = asyncio.Lock()
+    _thread_lock = asyncio.Lock()
+
+    async def update_thread(self, thread_id: str, *args: Any, **kwargs: Any) -> None:
+        async with self._thread_lock:
+            await super().update_thread(thread_id, *args, **kwargs)
+
+    @queue_until_user_message()
+    async def create_step(self, step_dict: Any) -> None:
+        async with self._step_lock:
+            await SQLAlchemyDataLayer.create_step.__wrapped__(self, step_dict)  # type: ignore[attr-defined]
+
+
+element_store = LocalFileStore(settings.storage_dir / "elements")
+element_store.install(server_app)
+
+
+@cl.data_layer
+def data_layer() -> Any:
+    return ThreadStore(conninfo=thread_database(settings), storage_provider=element_store)
+
+
+async def send_settings(session: ChatSession) -> None:
+    await cl.ChatSettings(
+        [
+            Slider(
+                id="top_k",
+                label="Passages retrieved per question",
+                initial=session.top_k or session.profile.top_k,
+                min=1,
+                max=20,
+                step=1,
+            ),
+            Slider(
+                id="temperature",
+                label="Temperature (creativity of the answer)",
+                initial=session.temperature
+                if session.temperature is not None
+                else settings.temperature,
+                min=0,
+                max=1.5,
+                step=0.1,
+            ),
+        ]
+    ).send()
+
+
+def current_session() -> ChatSession:
+    session = cl.user_session.get("rag")
+    if session is None:
+        session = service.session(cl.context.session.thread_id, cl.user_session.get("chat_profile"))
+        cl.user_session.set("rag", session)
+    return session
+
+
+@cl.on_chat_start
+async def start() -> None:
+    session = current_session()
+    await send_settings(session)
+
+
+@cl.on_chat_resume
+async def resume(thread: dict[str, Any]) -> None:
+    turns = [
+        ("user" if step.get("type") == "user_message" else "assistant", step.get("output") or "")
+        for step in thread.get("steps", [])
+        if step.get("type") in ("user_message", "assistant_message")
+    ]
+    metadata = thread.get("metadata") or {}
+    if isinstance(metadata, str):  # SQLite gives it back as JSON text
+        metadata = json.loads(metadata or "{}")
+    profile = metadata.get("chat_profile") or cl.user_session.get("chat_profile")
+    session = service.session(thread["id"], profile, history_from_turns(turns))
+    cl.user_session.set("rag", session)
+    await send_settings(session)
+
+
+@cl.on_settings_update
+async def settings_update(values: dict[str, Any]) -> None:
+    current_session().update_settings(
+        top_k=int(values["top_k"]), temperature=float(values["temperature"])
+    )
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    session = current_session()
+    if not cl.user_session.get("profile_saved"):
+        # Saved now, not at disconnect: a resumed chat must find its profile even after a crash.
+        layer = get_data_layer()
+        if layer is not None:
+            await layer.update_thread(
+                cl.context.session.thread_id, metadata={"chat_profile": session.profile.name}
+            )
+        cl.user_session.set("profile_saved", True)
+    try:
+        await index_attachments(session, message)
+        if message.content.strip():
+            await answer(session, message.content)
+    except RagError as error:
+        await cl.Message(content=f"⚠️ {error}").send()
+
+
+async def index_attachments(session: ChatSession, message: cl.Message) -> None:
+    files = [element for element in message.elements or [] if getattr(element, "path", None)]
+    if not files:
+        return
+    limit = settings.upload_max_files
+    if len(files) > limit:
+        await cl.Message(
+            content=f"⚠️ {len(files)} files attached; at most {limit} per message "
+            "(RAG_UPLOAD_MAX_FILES). Only the first {limit} were indexed."
+        ).send()
+        files = files[:limit]
+    for element in files:
+        async with cl.Step(name=f"Indexing {element.name}", type="tool") as step:
+            result = await asyncio.to_thread(
+                session.attach, Path(element.path), element.name, getattr(element, "size", None)
+            )
+            step.output = result.message
+        if not result.indexed:
+            await cl.Message(content=f"⚠️ {result.message}").send()
+
+
+async def answer(session: ChatSession, question: str) -> None:
+    async with cl.Step(name="Search", type="retrieval") as step:
+        step.input = question
+        result = await asyncio.to_thread(session.ask, question)
+        step.output = describe_search(result.standalone_question, result.sources)
+    note = service.sync_status.note()
+    reply = cl.Message(content=f"_{note}_\n\n" if note else "")
+    async for token in stream_tokens(result):
+        await reply.stream_token(token)
+    reply.elements = citations(session, result.sources)
+    if result.sources:
+        names = ", ".join(element.name for element in reply.elements)
+        await reply.stream_token(f"\n\n**Sources:** {names}")
+    await reply.send()
+
+
+def describe_search(standalone: str, sources: list[Source]) -> str:
+    lines = [f"Searched for: {standalone}", ""]
+    lines += [f"{n}. {s.citation()} (score {s.score:.3f})" for n, s in enumerate(sources, 1)]
+    return "\n".join(lines) if sources else f"Searched for: {standalone}\n\nNothing relevant found."
+
+
+def citations(session: ChatSession, sources: list[Source]) -> list[Any]:
+    """One element per source; names are unique within the message so pages never collide."""
+    elements: list[Any] = []
+    for number, source in enumerate(sources, 1):
+        name = f"[{number}] {source.citation()}"
+        path = service.source_path(session.profile.collection, source)
+        if path is not None and path.suffix.lower() == ".pdf" and source.page:
+            elements.append(cl.Pdf(name=name, path=str(path), page=source.page, display="side"))
+        else:
+            elements.append(cl.Text(name=name, content=source.text, display="side"))
+    return elements

@@ -18,7 +18,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def offline_environment() -> None:
-    """Nothing may reach a model hub or phone home: set before any model library is imported."""
+    """Nothing may reach a model hub or phone home; torch behaves on a shared CPU.
+
+    Set before any model library is imported (the CLI, the app and the tests call it first).
+    """
     for key, value in {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -27,6 +30,8 @@ def offline_environment() -> None:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TRANSFORMERS_VERBOSITY": "error",
+        # torch's idle threads otherwise spin and slow generation ~10x on a busy machine
+        "OMP_WAIT_POLICY": "PASSIVE",
     }.items():
         os.environ.setdefault(key, value)
 

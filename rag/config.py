@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(default=100.0, gt=0)
     parse_timeout_s: float = Field(default=120.0, gt=0)
 
+    # Chat attachments (the browser UI): limits per file and per message.
+    upload_max_mb: float = Field(default=20.0, gt=0)
+    upload_max_files: int = Field(default=5, ge=1, le=50)
+    lock_wait_s: float = Field(default=600.0, ge=0, description="app waits this long to write")
+    # Optional login for the chat: "alice:secret,bob:$2b$12$..." (plain or bcrypt). Empty = no login.
+    auth_users: str = Field(default="", repr=False)
+
     # Retrieval: "hybrid" fuses vector and BM25 keyword search; "vector" or "bm25" use one alone.
     top_k: int = Field(default=5, ge=1, le=100)
     retrieval: Literal["hybrid", "vector", "bm25"] = "hybrid"

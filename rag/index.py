@@ -85,13 +85,15 @@ class Index:
     # --- writing ------------------------------------------------------------------------------------
 
     @contextmanager
-    def writer(self, collection: str | None = None, *, fresh: bool = False) -> Iterator[Indexer]:
+    def writer(
+        self, collection: str | None = None, *, fresh: bool = False, wait_s: float = 0.0
+    ) -> Iterator[Indexer]:
         """An Indexer for one collection, holding the storage lock, after crash recovery.
 
         `fresh` empties the collection first (its files stay in the manifest, marked unindexed).
         """
         name = collection or self.settings.collection
-        with storage_lock(self.settings.storage_dir):
+        with storage_lock(self.settings.storage_dir, wait_s=wait_s):
             if fresh:
                 self.manifest.forget_hashes(name)
                 delete_collection(self.client, name)
@@ -110,6 +112,19 @@ class Index:
         sources, folders = find_sources(paths)
         with self.writer(collection) as indexer:
             return indexer.sync(sources, folders, progress)
+
+    def attach(
+        self,
+        path: Path,
+        name: str,
+        chat_id: str,
+        collection: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Index one file for one chat only (a chat attachment), under its original `name`."""
+        source = SourceFile(path.resolve(), path.resolve().parent, name, chat_id=chat_id)
+        with self.writer(collection, wait_s=self.settings.lock_wait_s) as indexer:
+            return indexer.sync([source], [], progress)
 
     def rebuild(
         self,

@@ -34,9 +34,12 @@ class SourceFile:
     path: Path
     root: Path
     name: str  # path relative to root, with forward slashes
+    chat_id: str = ""  # set for a file attached in one chat: only that chat retrieves it
 
     @property
     def doc_id(self) -> str:
+        if self.chat_id:  # one identity per chat and name, whichever temp folder it came through
+            return hashlib.sha256(f"chat\0{self.chat_id}\0{self.name}".encode()).hexdigest()[:20]
         return document_id(self.root, self.name)
 
 
@@ -96,19 +99,29 @@ def find_sources(paths: list[Path]) -> tuple[list[SourceFile], list[Path]]:
 
 
 @contextmanager
-def storage_lock(storage_dir: Path) -> Iterator[None]:
-    """Hold the single-writer lock on a storage folder, or fail at once with who holds it."""
+def storage_lock(storage_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the single-writer lock on a storage folder, waiting up to `wait_s` for it.
+
+    Fails with who holds it; the CLI does not wait (a second writer is told at once), the app
+    waits so that an attachment is indexed once the background sync lets go.
+    """
     storage_dir.mkdir(parents=True, exist_ok=True)
     lock_path = storage_dir / ".write.lock"
+    deadline = time.monotonic() + wait_s
     with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise StorageLocked(
-                f"{storage_dir} is being written by {holder}; wait for it to finish and retry"
-            ) from None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise StorageLocked(
+                        f"{storage_dir} is being written by {holder}; "
+                        "wait for it to finish and retry"
+                    ) from None
+                time.sleep(0.1)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -251,6 +264,7 @@ class Indexer:
             for text in self.splitter.split_text(page.text):
                 metadata: dict[str, str | int | float | bool] = {
                     "file": source.name,
+                    "chat_id": source.chat_id,  # "" for shared documents
                     "file_id": source.doc_id,
                     "content_hash": digest,
                     "chunk": len(nodes),
@@ -263,7 +277,7 @@ class Indexer:
                     text=text,
                     metadata=metadata,
                     excluded_embed_metadata_keys=list(metadata),
-                    excluded_llm_metadata_keys=["file_id", "content_hash", "chunk"],
+                    excluded_llm_metadata_keys=["file_id", "content_hash", "chunk", "chat_id"],
                     # LlamaIndex's own notion of "which document": lets its stores delete by file too.
                     relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=source.doc_id)},
                 )

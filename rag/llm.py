@@ -408,10 +408,10 @@ def ensure_embedded_model(folder: Path) -> tuple[Path, bool]:
         raise
     if _is_converted(folder, gguf):
         return folder, False
+    _torch_environment()
     logger.info("converting the embedded model %s once into %s (about 30 s)", gguf.name, folder)
 
     def convert(target: Path) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -464,6 +464,16 @@ def unload_embedded_models() -> None:
         _LOADED.clear()
 
 
+def _torch_environment() -> None:
+    """Environment torch must see when it loads (it reads it once): offline, polite threads."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if "torch" not in sys.modules:
+        # OpenMP threads that spin while they wait make generation ~10x slower whenever another
+        # process wants the CPU. Only effective before torch loads: better set at program start.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _load(folder: Path) -> _Loaded:
     key = folder.resolve()
     with _LOADING:
@@ -471,12 +481,8 @@ def _load(folder: Path) -> _Loaded:
         if loaded is not None:
             return loaded
         started = time.perf_counter()
+        _torch_environment()
         folder, converted = ensure_embedded_model(folder)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        if "torch" not in sys.modules:
-            # OpenMP threads that spin while waiting make generation ~10x slower whenever another
-            # process wants the CPU; read once, when torch loads (better set at program start).
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -750,18 +756,32 @@ def _chat_role(role: MessageRole) -> str:
 
 
 async def _in_thread(items: Iterator[str]) -> AsyncIterator[str]:
-    """Iterate a blocking iterator from async code without blocking the event loop."""
+    """Iterate a blocking iterator from async code without blocking the event loop.
+
+    When the consumer stops early (or its task is cancelled) the iterator is closed, which stops
+    the generation behind it, from a thread: a step may still be running in another one.
+    """
     done = object()
+    turn = threading.Lock()  # one step, or the close, at a time
+
+    def step() -> object:
+        with turn:
+            return next(items, done)
+
+    def close() -> None:
+        with turn:
+            close_items = getattr(items, "close", None)
+            if close_items is not None:
+                close_items()
+
     try:
         while True:
-            item = await asyncio.to_thread(next, items, done)
+            item = await asyncio.to_thread(step)
             if item is done:
                 return
             yield item  # type: ignore[misc]
     finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
+        threading.Thread(target=close, name="embedded-llm-close", daemon=True).start()
 
 
 def _get_json(

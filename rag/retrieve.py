@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any, Literal
 
@@ -32,9 +32,13 @@ class Source:
     page: int | None
     score: float
     text: str
+    file_id: str = field(default="", compare=False)  # the manifest's key, for finding the file
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The DESIGN.md contract: exactly file, page, score, text."""
+        data = asdict(self)
+        del data["file_id"]
+        return data
 
     def citation(self) -> str:
         return f"{self.file}, page {self.page}" if self.page is not None else self.file
@@ -48,6 +52,7 @@ def to_source(hit: NodeWithScore) -> Source:
         page=int(page) if isinstance(page, int | float) and not isinstance(page, bool) else None,
         score=round(float(hit.score or 0.0), 4),
         text=hit.node.get_content(),
+        file_id=str(metadata.get("file_id", "")),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -146,17 +147,47 @@ def _generation_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "embedded-llm-generate"]
 
 
-@pytest.mark.slow
-def test_embedded_closing_a_stream_stops_its_generation(embedded_llm: EmbeddedLLM) -> None:
-    stream = embedded_llm.stream_chat(MESSAGES)
-    first = next(stream)
-    assert first.delta
-    stream.close()
-    deadline = time.monotonic() + 10
+def _wait_until_no_generation(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while _generation_threads() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _generation_threads() == []
-    assert embedded_llm.chat(MESSAGES).message.content  # the lock was released
+    return not _generation_threads()
+
+
+# A raw prompt the model continues for all of its 300 tokens (10 s or more on 2 cores).
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
+
+
+@pytest.fixture
+def long_llm(embedded_llm: EmbeddedLLM, embedded_storage: Path) -> EmbeddedLLM:
+    llm = EmbeddedLLM(storage_dir=embedded_storage, max_new_tokens=300, temperature=0.0)
+    llm.warm_up()
+    return llm
+
+
+@pytest.mark.slow
+def test_embedded_closing_a_stream_stops_its_generation(long_llm: EmbeddedLLM) -> None:
+    stream = long_llm.stream_complete(COUNTING, formatted=True)
+    assert next(stream).delta
+    stream.close()
+    assert _wait_until_no_generation(4)
+    assert long_llm.complete("Name a colour.").text  # the lock was released
+
+
+@pytest.mark.slow
+def test_embedded_cancelling_an_async_stream_stops_its_generation(long_llm: EmbeddedLLM) -> None:
+    async def start_then_cancel() -> str:
+        stream = await long_llm.astream_complete(COUNTING, formatted=True)
+        first = await anext(stream)
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.2)
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await pending
+        return first.delta or ""
+
+    assert asyncio.run(start_then_cancel())
+    assert _wait_until_no_generation(4)
 
 
 @pytest.mark.slow

@@ -1,0 +1,587 @@
+"""Answer benchmark: time to first token through ChatEngine against the same LLM called directly.
+
+    .venv/bin/python bench/answer.py [--questions 5] [--chunks 10000] [--max-new-tokens 64]
+                                     [--models-cache DIR] [--keep]
+
+In one process, with the embedded SmolLM2 (transformers, CPU) and the bundled MiniLM:
+
+  1. builds a --chunks collection in a temp storage: the essay ingested for real, then noisy
+     copies of its chunk vectors written straight to the ChunkStore (as bench/ingest.py does), so
+     10k chunks do not take 10k embeddings; the revision is bumped as after any write;
+  2. times the BM25 rebuild the first query after that write pays (reported on its own line);
+  3. warms up (one untimed question: models loaded, BM25 built, code paths hot);
+  4. per question (qa/paul_graham.jsonl, the first --questions of them), in alternating order:
+       engine: `ChatEngine(index, llm, profile).ask(q)` then the first token of `answer.stream()`;
+       direct: `llm.stream_chat(messages)` to its first non-empty delta, where `messages` is the
+               engine's own `messages(q, sources)` for the sources retrieval returns for q,
+     both streamed to the end for tokens per second; overhead = engine TTFT - direct TTFT;
+  5. breaks the engine's part down (condense, query embedding, vector query, BM25, fuse, prompt
+     building with its token counting), and times one follow-up question, whose condense step
+     runs the LLM first;
+  6. reports the peak RSS of this process (ru_maxrss).
+
+The embedded model converts itself once (~30 s) from the shipped GGUF into storage/models. That is
+done in a child process, so the peak RSS here is the one of answering, not of converting; with
+--models-cache DIR (default ./storage/models when it exists) the converted model is reused from, or
+converted once into, DIR and symlinked into the temp storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+ESSAY = CORPUS / "essays" / "paul_graham_essay.txt"
+QA = CORPUS / "qa" / "paul_graham.jsonl"
+sys.path.insert(0, str(ROOT))
+
+# What the app should do at start-up too: spinning OpenMP threads make generation much slower
+# whenever another process wants a core (read once, when torch loads; MiniLM loads it first here).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from rag.cli import offline_environment  # noqa: E402
+
+offline_environment()  # before anything imports transformers or chromadb
+
+GOAL_OVERHEAD_MS = 50.0
+GOAL_PEAK_RSS_MB = 1536.0
+FOLLOW_UP = "What did he do right after that?"
+
+
+def quiet() -> None:
+    logging.getLogger("chromadb").setLevel(logging.ERROR)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current RSS, high-water mark) of this process in MB, from /proc/self/status."""
+    values = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            key, value = line.split(":", 1)
+            values[key] = int(value.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+# --- the embedded model, converted once --------------------------------------------------------
+
+
+def models_cache(requested: Path | None) -> Path | None:
+    if requested is not None:
+        return requested.resolve()
+    default = ROOT / "storage" / "models"
+    return default.resolve() if default.is_dir() else None
+
+
+def prepare_models(storage: Path, cache: Path | None) -> str:
+    """Make storage/models hold the converted model, converting in a child process if needed."""
+    from rag.llm import EMBEDDED_FOLDER, _is_converted, find_embedded_gguf
+
+    models = storage / "models"
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        storage.mkdir(parents=True, exist_ok=True)
+        models.symlink_to(cache, target_is_directory=True)
+    folder = models / EMBEDDED_FOLDER
+    if _is_converted(folder, find_embedded_gguf()):
+        return f"converted model reused from {cache}"
+    where = cache if cache is not None else "the temp storage (pass --models-cache DIR to keep it)"
+    say(f"converting the embedded model once into {where} (about 30 s, in a child process)")
+    script = (
+        "import resource, sys; from pathlib import Path; "
+        "from rag.llm import ensure_embedded_model; "
+        "ensure_embedded_model(Path(sys.argv[1])); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"converting the embedded model failed:\n{done.stderr[-2000:]}")
+    child_peak = int(done.stdout.strip().splitlines()[-1]) / 1024
+    return (
+        f"converted in a child process in {seconds:.0f} s (its peak RSS {child_peak:.0f} MB, not "
+        f"counted below) into {where}"
+    )
+
+
+# --- the 10k-chunk collection ------------------------------------------------------------------
+
+
+def build_collection(index: Any, total: int) -> tuple[int, float, float, int]:
+    """Ingest the essay for real, then pad the collection with noisy copies of its vectors.
+
+    Returns (real chunks, ingest seconds, padding seconds, chunks in the store).
+    """
+    import numpy as np
+    from llama_index.core.schema import TextNode
+
+    started = time.perf_counter()
+    report = index.ingest([ESSAY])
+    ingest_s = time.perf_counter() - started
+    if report.failed or not report.chunks_written:
+        raise SystemExit(f"ingesting the essay failed: {report}")
+    store = index.collection()
+    real = store.collection.get(include=["embeddings", "documents", "metadatas"])
+    vectors = np.asarray(real["embeddings"], dtype=np.float32)
+    count = len(vectors)
+
+    rng = np.random.default_rng(7)
+    started = time.perf_counter()
+    batch: list[Any] = []
+    for number in range(count, total):
+        base = number % count
+        noisy = vectors[base] + rng.normal(0.0, 0.03, vectors.shape[1]).astype(np.float32)
+        group = f"{number // 50:04d}"
+        batch.append(
+            TextNode(
+                id_=f"bench-{number:06d}",
+                text=f"[variant {number}] {real['documents'][base]}",
+                embedding=(noisy / np.linalg.norm(noisy)).tolist(),
+                metadata={
+                    "file": f"synthetic/{group}.txt",
+                    "file_id": f"bench-{group}",
+                    "content_hash": "bench",
+                    "chunk": number % 50,
+                },
+            )
+        )
+        if len(batch) == 1000:
+            store.upsert(batch)
+            batch = []
+    if batch:
+        store.upsert(batch)
+    store.bump_revision()  # what every real write does: caches such as BM25 must notice
+    pad_s = time.perf_counter() - started
+    return count, ingest_s, pad_s, store.count()
+
+
+# --- one answer, two ways ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One streamed answer: times are seconds from the start of the call."""
+
+    first: float  # first token
+    last: float  # last token
+    text: str
+    deltas: int
+    setup: float = 0.0  # engine only: ask() returning (condense + retrieve + prompt)
+    tokens: int = 0  # model tokenizer count of `text`
+
+    def decode_tps(self) -> float | None:
+        if self.tokens < 2 or self.last <= self.first:
+            return None
+        return (self.tokens - 1) / (self.last - self.first)
+
+    def overall_tps(self) -> float:
+        return self.tokens / self.last if self.last else 0.0
+
+
+def run_engine(engine: Any, question: str) -> tuple[Run, Any]:
+    started = time.perf_counter()
+    answer = engine.ask(question)
+    setup = time.perf_counter() - started
+    first = last = 0.0
+    deltas = 0
+    for _token in answer.stream():
+        last = time.perf_counter() - started
+        if not deltas:
+            first = last
+        deltas += 1
+    return Run(first=first, last=last, text=answer.text, deltas=deltas, setup=setup), answer
+
+
+def run_direct(llm: Any, messages: list[Any]) -> Run:
+    started = time.perf_counter()
+    first = last = 0.0
+    deltas = 0
+    chunks: list[str] = []
+    for response in llm.stream_chat(messages):
+        if not response.delta:  # the engine skips empty deltas too
+            continue
+        last = time.perf_counter() - started
+        if not deltas:
+            first = last
+        deltas += 1
+        chunks.append(response.delta)
+    return Run(first=first, last=last, text="".join(chunks).strip(), deltas=deltas)
+
+
+@dataclass
+class Breakdown:
+    """Where the engine's own time goes, per question (ms)."""
+
+    parts: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.parts.setdefault(name, []).append(ms(seconds))
+
+    def medians(self) -> dict[str, float]:
+        return {name: statistics.median(values) for name, values in self.parts.items()}
+
+
+def break_down(engine: Any, index: Any, question: str, out: Breakdown) -> None:
+    """The steps of `ask()` one by one, on an engine with no history (as in the timed runs)."""
+    from rag.retrieve import CANDIDATES, MIN_CANDIDATES, fuse, to_source
+
+    retriever = index.retriever(engine.profile.collection)
+    t = time.perf_counter()
+    standalone = engine.condense(question)
+    out.add("condense", time.perf_counter() - t)
+    t = time.perf_counter()
+    vector = index.embedder.get_query_embedding(standalone)
+    out.add("query embedding", time.perf_counter() - t)
+    pool = max(engine.top_k * CANDIDATES, MIN_CANDIDATES)
+    t = time.perf_counter()
+    vector_hits = retriever.store.query(vector, pool, engine.where)
+    out.add("chroma vector query", time.perf_counter() - t)
+    t = time.perf_counter()
+    keywords = retriever.keyword_index()  # checks the store's revision: a Chroma round trip
+    out.add("BM25 revision check", time.perf_counter() - t)
+    t = time.perf_counter()
+    keyword_hits = keywords.search(standalone, pool, engine.where)
+    out.add("BM25 search", time.perf_counter() - t)
+    t = time.perf_counter()
+    hits = fuse([vector_hits, keyword_hits], engine.top_k)
+    out.add("fuse", time.perf_counter() - t)
+    t = time.perf_counter()
+    engine.messages(question, [to_source(hit) for hit in hits])
+    out.add("prompt (messages + token counting)", time.perf_counter() - t)
+    t = time.perf_counter()
+    retriever.retrieve(standalone, engine.top_k, engine.where)
+    out.add("retrieve() as a whole", time.perf_counter() - t)
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    header = ("measure", "result", "goal", "")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    line = "  ".join("-" * w for w in widths)
+    print(line)
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    print(line)
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(line)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--questions", type=int, default=5, help="timed questions (5)")
+    parser.add_argument("--chunks", type=int, default=10_000, help="chunks in the index (10000)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length cap (64)")
+    parser.add_argument(
+        "--models-cache",
+        type=Path,
+        default=None,
+        help="folder with (or to receive) the converted embedded model; "
+        "default ./storage/models if it exists",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp storage")
+    args = parser.parse_args(argv)
+    quiet()
+
+    load_start = os.getloadavg()
+    bench_started = time.perf_counter()
+    say(f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+
+    from rag.config import Settings
+    from rag.engine import ChatEngine
+    from rag.index import Index
+    from rag.llm import build_llm
+    from rag.profiles import get_profile
+    from rag.retrieve import to_source
+
+    questions = [json.loads(line)["question"] for line in QA.read_text().splitlines() if line]
+    if len(questions) < args.questions + 1:
+        raise SystemExit(f"{QA} has {len(questions)} questions; need {args.questions + 1}")
+    timed, warm_up_question = questions[: args.questions], questions[args.questions]
+
+    work = Path(tempfile.mkdtemp(prefix="rag-answer-bench-"))
+    storage = work / "storage"
+    memory: list[tuple[str, float, float]] = []
+
+    def checkpoint(stage: str) -> None:
+        memory.append((stage, *rss_mb()))
+
+    index = None
+    try:
+        model_note = prepare_models(storage, models_cache(args.models_cache))
+        settings = Settings(
+            storage_dir=storage,
+            llm="embedded",
+            max_new_tokens=args.max_new_tokens,
+            profiles_dir=ROOT / "profiles",
+        )
+        profile = get_profile(settings.profiles_dir, settings.profile)
+        checkpoint("start (imports)")
+
+        say(f"building a {args.chunks}-chunk collection (the essay for real, the rest synthetic)")
+        index = Index(settings)
+        real_chunks, ingest_s, pad_s, stored = build_collection(index, args.chunks)
+        checkpoint("index built (MiniLM loaded)")
+
+        say("loading the embedded model")
+        llm = build_llm(settings)
+        started = time.perf_counter()
+        info = llm.warm_up()
+        llm_load_s = time.perf_counter() - started
+        checkpoint("SmolLM2 loaded (pages lazily)")
+        model = llm._ready().model
+        tensors = {t.data_ptr(): t for t in [*model.parameters(), *model.buffers()]}  # tied once
+        weights_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(info.folder, local_files_only=True)
+
+        def count_tokens(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        say("first query after the write: BM25 rebuild")
+        retriever = index.retriever(profile.collection)
+        index.embedder.get_query_embedding("warm-up")
+        started = time.perf_counter()
+        retriever.keyword_index()
+        bm25_s = time.perf_counter() - started
+        started = time.perf_counter()
+        retriever.store.all_chunks()
+        read_all_s = time.perf_counter() - started
+        checkpoint("BM25 built")
+
+        say("warm-up question (untimed)")
+        warm_engine = ChatEngine(index, llm, profile)
+        warm_run, _ = run_engine(warm_engine, warm_up_question)
+        warm_hits = retriever.retrieve(warm_up_question, warm_engine.top_k, warm_engine.where)
+        warm_messages, _ = ChatEngine(index, llm, profile).messages(
+            warm_up_question, [to_source(hit) for hit in warm_hits]
+        )
+        run_direct(llm, warm_messages)
+        checkpoint("after warm-up")
+
+        engine_runs: list[Run] = []
+        direct_runs: list[Run] = []
+        prompt_tokens: list[int] = []
+        same_prompt = 0
+        construct: list[float] = []
+        breakdown = Breakdown()
+        last_engine = None
+        for number, question in enumerate(timed):
+            say(f"question {number + 1}/{len(timed)}")
+            started = time.perf_counter()
+            engine = ChatEngine(index, llm, profile)
+            construct.append(ms(time.perf_counter() - started))
+            probe = ChatEngine(index, llm, profile)  # a fresh one, so no history in the prompt
+            hits = retriever.retrieve(question, probe.top_k, probe.where)
+            messages, sources = probe.messages(question, [to_source(hit) for hit in hits])
+            prompt_tokens.append(int(llm._chat_ids(messages).shape[-1]))
+            if number % 2 == 0:
+                engine_run, answer = run_engine(engine, question)
+                direct_run = run_direct(llm, messages)
+            else:
+                direct_run = run_direct(llm, messages)
+                engine_run, answer = run_engine(engine, question)
+            same_prompt += answer.sources == sources and answer.standalone_question == question
+            for run in (engine_run, direct_run):
+                run.tokens = count_tokens(run.text)
+            engine_runs.append(engine_run)
+            direct_runs.append(direct_run)
+            break_down(ChatEngine(index, llm, profile), index, question, breakdown)
+            last_engine = engine
+        checkpoint("after timed questions")
+
+        say("follow-up question (condense runs the LLM first)")
+        assert last_engine is not None
+        started = time.perf_counter()
+        standalone = last_engine.condense(FOLLOW_UP)
+        condense_s = time.perf_counter() - started
+        follow_run, follow_answer = run_engine(last_engine, FOLLOW_UP)
+        checkpoint("after follow-up")
+    finally:
+        if index is not None:
+            index.close()
+        if args.keep:
+            say(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    import torch
+
+    load_end = os.getloadavg()
+    peak = peak_rss_mb()
+    engine_ttft = [ms(r.first) for r in engine_runs]
+    direct_ttft = [ms(r.first) for r in direct_runs]
+    paired = [e - d for e, d in zip(engine_ttft, direct_ttft, strict=True)]
+    setup = [ms(r.setup) for r in engine_runs]
+    overhead = median(engine_ttft) - median(direct_ttft)
+    all_runs = engine_runs + direct_runs
+    decode = [tps for r in all_runs if (tps := r.decode_tps()) is not None]
+    overall = [r.overall_tps() for r in all_runs]
+    tokens = [r.tokens for r in all_runs]
+    deltas = [r.deltas for r in all_runs]
+    parts = breakdown.medians()
+
+    print(
+        f"rag answer bench: {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
+    print(
+        f"load average at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} "
+        f"/ at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} (1, 5, 15 min)"
+    )
+    print(
+        f"index: {stored} chunks = {real_chunks} real (essay ingested in {ingest_s:.1f} s) + "
+        f"{stored - real_chunks} noisy copies written to the ChunkStore in {pad_s:.1f} s; "
+        f"retrieval {settings.retrieval}, top_k {profile.top_k}, profile {profile.name!r}"
+    )
+    print(
+        f"LLM: embedded {info.folder.name}, float32, max_new_tokens {settings.max_new_tokens}, "
+        f"temperature {settings.temperature}, context_window {settings.context_window}; "
+        f"{model_note}; loaded in {llm_load_s:.1f} s; weights {weights_mb:.0f} MB"
+    )
+    print(
+        f"questions: {len(timed)} from {QA.name} (warm-up: question {args.questions + 1}); "
+        f"prompt {min(prompt_tokens)}-{max(prompt_tokens)} tokens (median "
+        f"{median(prompt_tokens):.0f}); engine and direct runs alternate which goes first; "
+        f"identical prompt (same fitted sources, no condense) in {same_prompt}/{len(timed)}"
+    )
+    print()
+    rows = [
+        (
+            f"TTFT engine: ask() + first token @ {stored} chunks",
+            f"median {median(engine_ttft):.0f} ms ({', '.join(f'{v:.0f}' for v in engine_ttft)})",
+            "",
+            "",
+        ),
+        (
+            "TTFT direct: llm.stream_chat(same messages)",
+            f"median {median(direct_ttft):.0f} ms ({', '.join(f'{v:.0f}' for v in direct_ttft)})",
+            "",
+            "",
+        ),
+        (
+            "our overhead = engine - direct TTFT",
+            f"{overhead:.0f} ms (difference of medians); paired median {median(paired):.0f} ms "
+            f"({', '.join(f'{v:+.0f}' for v in paired)})",
+            f"<= {GOAL_OVERHEAD_MS:g} ms",
+            # a difference smaller than the run-to-run spread of the LLM alone says nothing
+            verdict(overhead <= GOAL_OVERHEAD_MS)
+            if max(direct_ttft) - min(direct_ttft) <= 2 * GOAL_OVERHEAD_MS
+            else "NOISY",
+        ),
+        (
+            "  engine's own part: ask() until it returns",
+            f"median {median(setup):.0f} ms ({', '.join(f'{v:.0f}' for v in setup)}) "
+            "(condense + retrieve + prompt; measured directly, no LLM noise)",
+            f"<= {GOAL_OVERHEAD_MS:g} ms",
+            verdict(median(setup) <= GOAL_OVERHEAD_MS),
+        ),
+        (
+            f"BM25 rebuild at {stored} chunks",
+            f"{ms(bm25_s):.0f} ms (first query after a write; of which reading all chunks "
+            f"from Chroma ~{ms(read_all_s):.0f} ms); not in the TTFTs above",
+            "",
+            "",
+        ),
+        (
+            "tokens/s, embedded model (decode)",
+            f"median {median(decode):.1f} tok/s, first to last token, over {len(decode)} full "
+            f"answers; {median(overall):.1f} tok/s incl. prompt processing",
+            "",
+            "",
+        ),
+        (
+            "  how tokens were counted",
+            f"SmolLM2 tokenizer on each answer's text: median {median(tokens):.0f} tokens "
+            f"({median(deltas):.0f} streamed deltas: the streamer yields whole words)",
+            "",
+            "",
+        ),
+        (
+            "peak RSS (ru_maxrss, whole process)",
+            f"{peak:.0f} MB (MiniLM + SmolLM2 float32 + Chroma + BM25 over {stored} chunks)",
+            f"<= {GOAL_PEAK_RSS_MB:g} MB",
+            verdict(peak <= GOAL_PEAK_RSS_MB),
+        ),
+    ]
+    print_table(rows)
+    spread = max(direct_ttft) - min(direct_ttft)
+    print(
+        f"note: the direct TTFT alone spans {min(direct_ttft):.0f}-{max(direct_ttft):.0f} ms "
+        f"({spread:.0f} ms) over questions whose prompts differ by "
+        f"{max(prompt_tokens) - min(prompt_tokens)} tokens: prompt processing on a shared CPU. "
+        f"A difference of TTFTs resolves {GOAL_OVERHEAD_MS:g} ms only when that spread is far "
+        "smaller; ask() until it returns is the engine's part measured without the LLM in it."
+    )
+    print()
+    print("engine's own part, step by step (medians over the questions, fresh engine, ms):")
+    for name, value in parts.items():
+        print(f"  {name:<38} {value:8.1f}")
+    print(f"  {'(ChatEngine() constructor, not in ask)':<38} {median(construct):8.1f}")
+    print(
+        f"follow-up question on the last conversation ({FOLLOW_UP!r}): TTFT "
+        f"{ms(follow_run.first):.0f} ms, of which ask() {ms(follow_run.setup):.0f} ms; "
+        f"condense alone (an LLM completion) {ms(condense_s):.0f} ms -> "
+        f"{follow_answer.standalone_question[:100]!r}"
+        + ("" if standalone == follow_answer.standalone_question else " (sampled differently)")
+    )
+    print(
+        f"warm-up question (untimed, BM25 already built): TTFT {ms(warm_run.first):.0f} ms, "
+        f"of which ask() {ms(warm_run.setup):.0f} ms"
+    )
+    print("memory by stage (RSS / high-water mark, MB):")
+    for stage, current, high in memory:
+        print(f"  {stage:<30} {current:7.0f} / {high:7.0f}")
+    sample = " ".join(engine_runs[0].text.split())
+    print(f"sample answer (question 1, engine): {sample[:200]!r}")
+    print(f"total bench time {time.perf_counter() - bench_started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Chat sessions for any UI: background sync of data/, per-chat attachments, engine, streaming in threads."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.llms import LLM
+
+from rag.config import Settings
+from rag.engine import Answer, ChatEngine
+from rag.errors import RagError
+from rag.index import Index
+from rag.ingest import IngestReport, Progress
+from rag.llm import build_llm, describe_llm
+from rag.loaders import is_supported, unsupported_reason
+from rag.profiles import Profile, load_profiles
+from rag.retrieve import Source
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncStatus:
+    """Where the background sync of the data folder is."""
+
+    state: str = "waiting"  # waiting | running | done | failed
+    files_total: int = 0
+    files_done: int = 0
+    message: str = ""
+    report: IngestReport | None = None
+
+    def note(self) -> str | None:
+        """A line for users while the sync is not finished, else None."""
+        if self.state in ("waiting", "running"):
+            return (
+                f"Still indexing your documents ({self.files_done}/{self.files_total} files): "
+                "this answer uses what is indexed so far."
+            )
+        if self.state == "failed":
+            return f"Indexing the data folder failed: {self.message}"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        report = self.report
+        return {
+            "state": self.state,
+            "files_total": self.files_total,
+            "files_done": self.files_done,
+            "message": self.message,
+            "failed": [str(f) for f in report.failed] if report else [],
+        }
+
+
+@dataclass
+class Attachment:
+    """The outcome of one attached file."""
+
+    name: str
+    indexed: bool
+    message: str
+
+
+class ChatService:
+    """What all chats of one app process share: the index, the LLM, the profiles, the sync."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.index = Index(settings)
+        self.profiles: dict[str, Profile] = load_profiles(settings.profiles_dir)
+        self.sync_status = SyncStatus()
+        self._sync_thread: threading.Thread | None = None
+        self._llm_lock = threading.Lock()
+
+    @cached_property
+    def llm(self) -> LLM:
+        with self._llm_lock:
+            return build_llm(self.settings)
+
+    @property
+    def model(self) -> str:
+        return describe_llm(self.llm)
+
+    def default_profile(self) -> Profile:
+        return self.profiles.get(self.settings.profile) or next(iter(self.profiles.values()))
+
+    def profile(self, name: str | None) -> Profile:
+        return self.profiles.get(name or "") or self.default_profile()
+
+    def warm_up(self) -> None:
+        """Load the embedder and the LLM now, so the first question does not pay for it."""
+        self.index.embedder.get_query_embedding("warm up")
+        warm = getattr(self.llm, "warm_up", None)
+        if callable(warm):
+            warm()
+
+    # --- background sync of the data folder --------------------------------------------------------
+
+    def start_sync(self) -> None:
+        """Sync the data folder into the default collection in a background thread (once)."""
+        if self._sync_thread is not None:
+            return
+        self._sync_thread = threading.Thread(target=self._sync, name="rag-sync", daemon=True)
+        self._sync_thread.start()
+
+    def wait_for_sync(self, timeout: float | None = None) -> None:
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout)
+
+    def _sync(self) -> None:
+        status = self.sync_status
+        status.state = "running"
+        data = self.settings.data_dir
+        if not data.is_dir():
+            status.state, status.message = "done", f"no data folder at {data}"
+            return
+
+        def progress(state: Progress) -> None:
+            status.files_total, status.files_done = state.files_total, state.files_done
+
+        try:
+            with self.index.writer(wait_s=self.settings.lock_wait_s) as indexer:
+                from rag.ingest import find_sources
+
+                sources, folders = find_sources([data])
+                status.files_total = len(sources)
+                status.report = indexer.sync(sources, folders, progress)
+            status.state = "done"
+            for failure in status.report.failed:
+                logger.warning("data folder: %s", failure)
+        except RagError as error:
+            status.state, status.message = "failed", str(error)
+            logger.error("data folder sync failed: %s", error)
+
+    # --- sessions ----------------------------------------------------------------------------------
+
+    def session(
+        self,
+        chat_id: str,
+        profile_name: str | None = None,
+        history: list[ChatMessage] | None = None,
+    ) -> ChatSession:
+        return ChatSession(self, chat_id, self.profile(profile_name), history or [])
+
+    def source_path(self, collection: str, source: Source) -> Path | None:
+        """Where the file a source came from lives now (for showing the PDF), if it still does."""
+        record = self.index.manifest.get(collection, source.file_id)
+        path = Path(record.source) if record else None
+        return path if path and path.is_file() else None
+
+    def health(self) -> dict[str, Any]:
+        statuses = {s.name: {"files": s.files, "chunks": s.chunks} for s in self.index.status()}
+        return {
+            "status": "ok",
+            "backend": self.settings.llm,
+            "model": self.model,
+            "embedder": self.settings.embed_model,
+            "store": self.settings.store_location,
+            "index": {"sync": self.sync_status.to_json(), "collections": statuses},
+        }
+
+
+@dataclass
+class ChatSession:
+    """One conversation: its profile, memory, attachments (scoped to `chat_id`) and settings."""
+
+    service: ChatService
+    chat_id: str
+    profile: Profile
+    history: list[ChatMessage] = field(default_factory=list)
+    top_k: int | None = None
+    temperature: float | None = None
+
+    def __post_init__(self) -> None:
+        self._engine: ChatEngine | None = None
+
+    @property
+    def where(self) -> dict[str, Any]:
+        """Shared documents plus this chat's own attachments; never another chat's."""
+        return {"chat_id": {"$in": ["", self.chat_id]}}
+
+    def engine(self) -> ChatEngine:
+        if self._engine is None:
+            llm = self.service.llm
+            if self.temperature is not None and hasattr(llm, "temperature"):
+                llm = llm.model_copy(update={"temperature": self.temperature})
+            self._engine = ChatEngine(
+                self.service.index, llm, self.profile, top_k=self.top_k, where=self.where
+            )
+            for message in self.history:
+                self._engine.memory.put(message)
+        return self._engine
+
+    def update_settings(self, top_k: int | None = None, temperature: float | None = None) -> None:
+        """New retrieval depth or temperature; the conversation so far is kept."""
+        history = self._engine.memory.get_all() if self._engine else self.history
+        self.top_k, self.temperature = top_k or self.top_k, temperature
+        self.history, self._engine = list(history), None
+
+    def ask(self, question: str) -> Answer:
+        return self.engine().ask(question)
+
+    def keep_upload(self, path: Path, name: str) -> Path:
+        """Copy an upload into storage/uploads under a name derived from its content and chat.
+
+        The user's file name is display only: it never becomes part of a path we write.
+        """
+        data = path.read_bytes()
+        chat_folder = hashlib.sha256(self.chat_id.encode()).hexdigest()[:16]
+        suffix = Path(name).suffix.lower()
+        folder = self.service.settings.storage_dir / "uploads" / chat_folder
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
+        if not target.exists():
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(data)
+            partial.replace(target)
+        return target
+
+    def attach(self, path: Path, name: str, size: int | None = None) -> Attachment:
+        """Index one uploaded file for this chat only; refusals come back as a readable reason."""
+        settings = self.service.settings
+        name = safe_name(name)
+        size = path.stat().st_size if size is None else size
+        if not is_supported(Path(name)):
+            return Attachment(name, False, f"{name}: {unsupported_reason(Path(name).suffix)}")
+        if size > settings.upload_max_mb * 1024 * 1024:
+            return Attachment(
+                name,
+                False,
+                f"{name}: the file is {size / 2**20:.1f} MB, over the upload limit of "
+                f"{settings.upload_max_mb:g} MB (RAG_UPLOAD_MAX_MB)",
+            )
+        try:
+            stored = self.keep_upload(path, name)
+            report = self.service.index.attach(
+                stored, name, chat_id=self.chat_id, collection=self.profile.collection
+            )
+        except OSError as error:
+            return Attachment(name, False, f"{name}: cannot be stored ({error.strerror})")
+        except RagError as error:
+            return Attachment(name, False, f"{name}: {error}")
+        if report.failed:
+            return Attachment(name, False, str(report.failed[0]))
+        if report.unchanged:
+            return Attachment(name, True, f"{name} is already indexed in this chat")
+        warnings = f" ({'; '.join(report.warnings)})" if report.warnings else ""
+        return Attachment(name, True, f"{name} indexed: {report.chunks_written} passages{warnings}")
+
+
+def safe_name(name: str) -> str:
+    """An uploaded file's name for display and identity only: never used as a path."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    cleaned = "".join(ch for ch in base if ch.isprintable())[:120]
+    return cleaned or "upload"
+
+
+def history_from_turns(turns: list[tuple[str, str]]) -> list[ChatMessage]:
+    """(role, text) pairs of a saved thread -> chat messages for the memory."""
+    roles = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT}
+    return [ChatMessage(role=roles[r], content=t) for r, t in turns if r in roles and t.strip()]
+
+
+async def stream_tokens(answer: Answer) -> AsyncIterator[str]:
+    """The answer's tokens as an async stream; generation runs in a thread, the event loop stays free."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def produce() -> None:
+        try:
+            for token in answer.stream():
+                loop.call_soon_threadsafe(queue.put_nowait, ("token", token))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", error))
+        else:
+            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+
+    threading.Thread(target=produce, name="rag-answer", daemon=True).start()
+    while True:
+        kind, value = await queue.get()
+        if kind == "token":
+            yield value
+        elif kind == "error":
+            raise value
+        else:
+            return

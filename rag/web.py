@@ -1,0 +1,204 @@
+"""HTTP pieces the chat server needs beyond the chat itself: health route, users, auth secret."""
+
+from __future__ import annotations
+
+import gzip
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rag.config import Settings
+
+
+def install_routes(app: Any, health: Any) -> None:
+    """Add `GET /healthz` ahead of the UI's catch-all route, and the private-page middleware.
+
+    `health()` returns a JSON-able dict; it runs in a thread so a busy index never stalls the loop.
+    """
+    from fastapi.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def healthz(request: Any) -> JSONResponse:
+        import asyncio
+
+        return JSONResponse(await asyncio.to_thread(health))
+
+    app.router.routes.insert(0, Route("/healthz", healthz, methods=["GET"]))
+    app.add_middleware(PrivatePageMiddleware)
+
+
+# Tags that make a browser contact another host: web fonts, CDN stylesheets, preconnect hints,
+# and social-preview URLs. The chat page must load everything from this server.
+EXTERNAL_TAG = re.compile(
+    r"""<link\b[^>]*\bhref=["']https?://[^"']*["'][^>]*/?>"""
+    r"""|<script\b[^>]*\bsrc=["']https?://[^"']*["'][^>]*>\s*</script>"""
+    r"""|<meta\b[^>]*\bcontent=["']https?://[^"']*["'][^>]*/?>""",
+    re.IGNORECASE | re.DOTALL,
+)
+
+# And the browser enforces it: anything not from this origin is refused.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' ws: wss:; "
+    "media-src 'self' blob: data:; worker-src 'self' blob:; frame-src 'self' blob:; "
+    "object-src 'none'; base-uri 'self'"
+)
+
+
+def strip_external(html: str) -> str:
+    return EXTERNAL_TAG.sub("", html)
+
+
+class PrivatePageMiddleware:
+    """ASGI middleware: HTML pages lose third-party links and gain a same-origin-only policy."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] = {}
+        body: list[bytes] = []
+
+        async def rewrite(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(b"text/html"):
+                    held["start"] = message  # wait for the whole page
+                    return
+                await send(message)
+                return
+            if message["type"] == "http.response.body" and "start" in held:
+                body.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                start = held["start"]
+                page = b"".join(body)
+                # Sits outside the UI's gzip middleware, so the page may come compressed.
+                if dict(start["headers"]).get(b"content-encoding") == b"gzip":
+                    page = gzip.decompress(page)
+                page = strip_external(page.decode("utf-8", "replace")).encode()
+                headers = [
+                    (k, v)
+                    for k, v in start["headers"]
+                    if k not in (b"content-length", b"content-encoding")
+                ]
+                headers += [
+                    (b"content-length", str(len(page)).encode()),
+                    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+                ]
+                await send({**start, "headers": headers})
+                await send({"type": "http.response.body", "body": page})
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewrite)
+
+
+class LocalFileStore:
+    """Keeps the files shown in chats (cited PDFs, passages) under storage/elements.
+
+    It has the methods Chainlit's data layer calls on a storage client, so saved threads show their
+    sources again after a restart; `GET /elements/KEY` serves them back to the browser.
+    """
+
+    url_prefix = "/elements"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """The file for a key; keys never escape the folder."""
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"bad element key {key!r}")
+        return path
+
+    async def upload_file(
+        self,
+        object_key: str,
+        data: bytes | str,
+        mime: str = "application/octet-stream",
+        overwrite: bool = True,
+        content_disposition: str | None = None,
+    ) -> dict[str, Any]:
+        path = self.path(object_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return {"object_key": object_key, "url": f"{self.url_prefix}/{object_key}"}
+
+    async def delete_file(self, object_key: str) -> bool:
+        self.path(object_key).unlink(missing_ok=True)
+        return True
+
+    async def get_read_url(self, object_key: str) -> str:
+        return f"{self.url_prefix}/{object_key}"
+
+    async def close(self) -> None:
+        return None
+
+    def install(self, app: Any) -> None:
+        """Serve stored elements, ahead of the UI's catch-all route."""
+        from starlette.responses import FileResponse, Response
+        from starlette.routing import Route
+
+        async def serve(request: Any) -> Response:
+            try:
+                path = self.path(request.path_params["key"])
+            except ValueError:
+                return Response(status_code=400)
+            if not path.is_file():
+                return Response(status_code=404)
+            return FileResponse(path)
+
+        app.router.routes.insert(0, Route(self.url_prefix + "/{key:path}", serve, methods=["GET"]))
+
+
+@dataclass(frozen=True)
+class UserStore:
+    """Users allowed to log in, from RAG_AUTH_USERS ("alice:secret,bob:$2b$12$..." bcrypt ok)."""
+
+    passwords: dict[str, str]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.passwords)
+
+    def check(self, username: str, password: str) -> bool:
+        stored = self.passwords.get(username)
+        if stored is None:
+            return False
+        if stored.startswith(("$2a$", "$2b$", "$2y$")):
+            import bcrypt
+
+            return bcrypt.checkpw(password.encode(), stored.encode())
+        return hmac.compare_digest(stored.encode(), password.encode())
+
+
+def user_store(settings: Settings) -> UserStore:
+    passwords: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in settings.auth_users.split(","))):
+        name, _, password = entry.partition(":")
+        if name and password:
+            passwords[name.strip()] = password
+    ensure_auth_secret(settings.storage_dir)
+    return UserStore(passwords)
+
+
+def ensure_auth_secret(storage_dir: Path) -> None:
+    """Chainlit signs its session tokens with CHAINLIT_AUTH_SECRET: keep one stable in storage/."""
+    if os.environ.get("CHAINLIT_AUTH_SECRET"):
+        return
+    path = storage_dir / ".auth_secret"
+    if not path.exists():
+        storage_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    os.environ["CHAINLIT_AUTH_SECRET"] = path.read_text().strip()

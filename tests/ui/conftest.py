@@ -1,0 +1,199 @@
+"""A real chat server (chainlit run app.py) on 127.0.0.1 and a headless Debian Chromium driving it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+CHROMIUM = "/usr/bin/chromium"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+pytestmark = pytest.mark.ui
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ChatServer:
+    """One `chainlit run app.py` process with its own storage and data folders."""
+
+    home: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "server.log"
+
+    def env(self) -> dict[str, str]:
+        # Chainlit reads CI, HEADLESS, DEBUG, WATCH... unprefixed (CI=true fakes an OpenAI key).
+        chainlit_flags = {"CI", "HEADLESS", "DEBUG", "WATCH", "NO_CACHE", "RUN_TARGET"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("RAG_", "CHAINLIT_")) and k not in chainlit_flags
+        }
+        env.update(
+            RAG_STORAGE_DIR=str(self.home / "storage"),
+            RAG_DATA_DIR=str(self.home / "data"),
+            RAG_PROFILES_DIR=str(ROOT / "profiles"),
+            RAG_LLM="embedded",
+            RAG_MAX_NEW_TOKENS="40",
+            RAG_TEMPERATURE="0",
+            HF_HUB_OFFLINE="1",
+        )
+        return env
+
+    def start(self, timeout: float = 180.0) -> None:
+        chainlit = Path(sys.executable).parent / "chainlit"
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(chainlit),
+                    "run",
+                    str(ROOT / "app.py"),
+                    "--headless",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chat server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"chat server did not answer /healthz:\n{self.log.read_text()[-3000:]}")
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/healthz", timeout=10).json()
+
+    def wait_for_sync(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.health()["index"]["sync"]["state"] != "done":
+            if time.monotonic() > deadline:
+                raise TimeoutError("data folder sync did not finish")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded LLM converted once per run, shared by every server the tests start."""
+    from rag.config import Settings
+    from rag.llm import build_llm
+
+    storage = tmp_path_factory.mktemp("ui-models")
+    llm = build_llm(Settings(storage_dir=storage, llm="embedded"))
+    llm.warm_up()  # type: ignore[attr-defined]
+    return storage / "models"
+
+
+@pytest.fixture
+def server_home(tmp_path: Path, models_cache: Path) -> Path:
+    (tmp_path / "storage").mkdir()
+    (tmp_path / "storage" / "models").symlink_to(models_cache, target_is_directory=True)
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def chat_server(server_home: Path) -> Iterator[ChatServer]:
+    server = ChatServer(server_home)
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Browser:
+    """A Playwright page whose requests may only go to this machine."""
+
+    page: object
+    outside: list[str]
+    shots: Path
+    count: int = 0
+
+    def shot(self, name: str) -> None:
+        self.count += 1
+        self.page.screenshot(path=str(self.shots / f"{self.count:02d}-{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    shots = ARTIFACTS / request.node.name
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    outside: list[str] = []
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = chromium.new_context(viewport={"width": 1280, "height": 900})
+
+        def guard(route, req) -> None:  # type: ignore[no-untyped-def]
+            host = urlparse(req.url).hostname or ""
+            if req.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
+                route.continue_()
+            else:
+                outside.append(req.url)
+                route.abort()
+
+        context.route("**/*", guard)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield Browser(page, outside, shots)
+        context.close()
+        chromium.close()
