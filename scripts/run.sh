@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Set up, index data/ and ask the index a first question.
+# Set up, then start the chat in the browser at http://localhost:8000 (data/ is indexed on start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/rag ingest "${RAG_DATA_DIR:-data}" || true   # exit 1 only means some files were refused
-.venv/bin/rag search "${1:-What can I ask about my documents?}"
+exec .venv/bin/chainlit run app.py --headless --host "${RAG_HOST:-127.0.0.1}" --port "${RAG_PORT:-8000}"
