@@ -75,3 +75,34 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
             yield server.host, server.port
     except RuntimeError as error:
         pytest.fail(f"could not start a Chroma server: {error}")
+
+
+@pytest.fixture(scope="session")
+def embedded_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A storage folder whose models/ holds the embedded LLM, converted once per test run."""
+    import time
+
+    import rag.llm as rag_llm
+
+    storage = tmp_path_factory.mktemp("llm-storage")
+    # What a conversion killed long ago leaves behind: it must not count, and gets cleaned up.
+    stale = storage / "models" / ".smollm2-135m-instruct.tmp-killed"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half written")
+    old = time.time() - 2 * rag_llm.STALE_TEMP_S
+    os.utime(stale, (old, old))
+    return storage
+
+
+@pytest.fixture(scope="session")
+def embedded_llm(embedded_storage: Path):  # type: ignore[no-untyped-def]
+    """The real embedded model, greedy and short, loaded once."""
+    from rag.config import Settings
+    from rag.llm import EmbeddedLLM, build_llm
+
+    llm = build_llm(
+        Settings(storage_dir=embedded_storage, llm="embedded", temperature=0.0, max_new_tokens=20)
+    )
+    assert isinstance(llm, EmbeddedLLM)
+    llm.warm_up()
+    return llm

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from fakes.ollama_server import FakeOllama
 from pdfgen import write_pdf
-from test_llm import embedded_llm, embedded_storage  # noqa: F401 - shared session fixtures
 
 from rag.cli import main
 from rag.engine import GROUND_RULES, ChatEngine
@@ -104,7 +103,7 @@ def test_memory_stays_within_its_token_budget(filled_index: Index, ollama: FakeO
 def test_ask_json_with_the_embedded_model(
     capsys,  # type: ignore[no-untyped-def]
     filled_index: Index,
-    embedded_storage: Path,  # noqa: F811 - the session fixture imported above
+    embedded_storage: Path,
 ) -> None:
     storage = filled_index.settings.storage_dir
     models = embedded_storage / "models"

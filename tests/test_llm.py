@@ -22,7 +22,6 @@ from fakes.ollama_server import FakeOllama
 from fakes.openai_server import FakeOpenAI
 from llama_index.core.llms import ChatMessage, MessageRole
 
-from rag import llm as rag_llm
 from rag.config import Settings
 from rag.errors import BackendError, ConfigError
 from rag.llm import (
@@ -53,28 +52,6 @@ def make_settings(tmp_path: Path, **fields: object) -> Settings:
 
 # ---------------------------------------------------------------------------------------------
 # The embedded model, for real (the conversion runs once per test session)
-
-
-@pytest.fixture(scope="session")
-def embedded_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    storage = tmp_path_factory.mktemp("llm-storage")
-    # What a conversion killed long ago leaves behind: it must not count, and gets cleaned up.
-    stale = storage / "models" / ".smollm2-135m-instruct.tmp-killed"
-    stale.mkdir(parents=True)
-    (stale / "model.safetensors").write_bytes(b"half written")
-    old = time.time() - 2 * rag_llm.STALE_TEMP_S
-    os.utime(stale, (old, old))
-    return storage
-
-
-@pytest.fixture(scope="session")
-def embedded_llm(embedded_storage: Path) -> EmbeddedLLM:
-    llm = build_llm(
-        Settings(storage_dir=embedded_storage, llm="embedded", temperature=0.0, max_new_tokens=20)
-    )
-    assert isinstance(llm, EmbeddedLLM)
-    llm.warm_up()
-    return llm
 
 
 @pytest.mark.slow
