@@ -19,7 +19,7 @@ from rag.config import Settings
 from rag.engine import Answer, ChatEngine
 from rag.errors import RagError
 from rag.index import Index
-from rag.ingest import IngestReport, Progress
+from rag.ingest import IngestReport, Progress, find_sources
 from rag.llm import build_llm, describe_llm
 from rag.loaders import is_supported, unsupported_reason
 from rag.profiles import Profile, load_profiles
@@ -128,8 +128,6 @@ class ChatService:
 
         try:
             with self.index.writer(wait_s=self.settings.lock_wait_s) as indexer:
-                from rag.ingest import find_sources
-
                 sources, folders = find_sources([data])
                 status.files_total = len(sources)
                 status.report = indexer.sync(sources, folders, progress)
@@ -270,13 +268,21 @@ def history_from_turns(turns: list[tuple[str, str]]) -> list[ChatMessage]:
 
 
 async def stream_tokens(answer: Answer) -> AsyncIterator[str]:
-    """The answer's tokens as an async stream; generation runs in a thread, the event loop stays free."""
+    """The answer's tokens as an async stream; generation runs in a thread, the event loop stays free.
+
+    When the consumer stops early (the user pressed Stop, the socket closed), generation stops too.
+    """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
 
     def produce() -> None:
+        tokens = answer.stream()
         try:
-            for token in answer.stream():
+            for token in tokens:
+                if stop.is_set():
+                    tokens.close()  # closing the model's stream ends its generation
+                    return
                 loop.call_soon_threadsafe(queue.put_nowait, ("token", token))
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
             loop.call_soon_threadsafe(queue.put_nowait, ("error", error))
@@ -284,11 +290,14 @@ async def stream_tokens(answer: Answer) -> AsyncIterator[str]:
             loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
 
     threading.Thread(target=produce, name="rag-answer", daemon=True).start()
-    while True:
-        kind, value = await queue.get()
-        if kind == "token":
-            yield value
-        elif kind == "error":
-            raise value
-        else:
-            return
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "token":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()

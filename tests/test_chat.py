@@ -121,3 +121,46 @@ def test_password_users() -> None:
     assert users.check("alice", "wonderland") and not users.check("alice", "x")
     assert users.check("bob", "s3cret") and not users.check("bob", "wonderland")
     assert not users.check("mallory", "anything")
+
+
+def test_tokens_stream_without_blocking_and_stop_early() -> None:
+    import asyncio
+    import threading
+    import time
+
+    from rag.chat import stream_tokens
+    from rag.engine import Answer
+
+    closed = threading.Event()
+
+    def slow_tokens():  # type: ignore[no-untyped-def]
+        try:
+            for word in ["one ", "two ", "three ", "four "] * 50:
+                time.sleep(0.01)  # a blocking model
+                yield word
+        finally:
+            closed.set()
+
+    async def consume(limit: int) -> tuple[list[str], int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        beat = asyncio.create_task(ticker())
+        answer = Answer("q", "q", [], "test", slow_tokens())
+        received = []
+        async for token in stream_tokens(answer):
+            received.append(token)
+            if len(received) == limit:
+                break
+        beat.cancel()
+        return received, ticks
+
+    received, ticks = asyncio.run(consume(limit=3))
+    assert received == ["one ", "two ", "three "]
+    assert ticks >= 3  # the event loop kept running while tokens were produced
+    assert closed.wait(5)  # stopping the consumer stopped generation
