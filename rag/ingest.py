@@ -17,7 +17,7 @@ from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 
 from rag.config import Settings
 from rag.errors import ConfigError, FileRefused, StorageLocked
-from rag.loaders import LoadedFile, content_hash, is_supported, unsupported_reason
+from rag.loaders import LoadedFile, content_hash, document_title, is_supported, unsupported_reason
 from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
 from rag.parsing import ParseWorker
 from rag.store import ChunkStore
@@ -242,7 +242,7 @@ class Indexer:
         )
         for start in range(0, len(nodes), EMBED_GROUP):
             group = nodes[start : start + EMBED_GROUP]
-            vectors = self.embedder.get_text_embedding_batch([node.text for node in group])
+            vectors = self.embedder.get_text_embedding_batch([embed_text(node) for node in group])
             for node, vector in zip(group, vectors, strict=True):
                 node.embedding = vector
             self.store.upsert(group)
@@ -286,6 +286,12 @@ class Indexer:
 
     def remove(self, doc_id: str) -> None:
         remove_file(self.store, self.manifest, doc_id)
+
+
+def embed_text(node: TextNode) -> str:
+    """What the embedder sees: the chunk under its document's title, so a question that names
+    the document ("the bar menu", "the Pear Deck job") finds its passages."""
+    return f"{document_title(str(node.metadata.get('file', '')))}\n{node.text}"
 
 
 def remove_file(store: ChunkStore, manifest: Manifest, doc_id: str) -> None:

@@ -54,6 +54,14 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def document_title(name: str) -> str:
+    """A file name read as words ('jobs/pear-deck_junior.md' -> 'jobs pear deck junior'): the
+    title the embedder and BM25 see above each chunk, so questions naming a document find it."""
+    last = name.rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in last else name
+    return " ".join(part for part in re.split(r"[/\\_\-.\s]+", stem) if part)
+
+
 def is_supported(path: Path) -> bool:
     return path.suffix.lower() in SUPPORTED_SUFFIXES
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, TextNode
 
+from rag.loaders import document_title
 from rag.store import ChunkStore
 
 Mode = Literal["hybrid", "vector", "bm25"]
@@ -93,7 +94,11 @@ class KeywordIndex:
         self.texts = texts
         self.metadatas = metadatas
         self.engine: Any = None
-        corpus = [tokenize(text) for text in texts]
+        # The same view of a chunk as the embedder's: its document's title, then its text.
+        corpus = [
+            tokenize(f"{document_title(str(metadata.get('file', '')))} {text}")
+            for text, metadata in zip(texts, metadatas, strict=True)
+        ]
         if ids:
             self.engine = bm25s.BM25()
             self.engine.index(corpus, show_progress=False)
