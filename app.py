@@ -15,6 +15,7 @@ from chainlit.data.utils import queue_until_user_message
 from chainlit.input_widget import Slider
 from chainlit.server import app as server_app
 
+from rag.api import install_api
 from rag.chat import ChatService, ChatSession, history_from_turns, stream_tokens
 from rag.cli import offline_environment
 from rag.config import load_settings
@@ -28,6 +29,7 @@ settings = load_settings()
 service = ChatService(settings)
 users = user_store(settings)
 install_routes(server_app, service.health)
+install_api(server_app, service, users, prefix=chainlit_config.run.root_path)
 uploads = chainlit_config.features.spontaneous_file_upload
 if uploads is not None:  # the browser enforces what the settings allow
     uploads.max_size_mb = int(settings.upload_max_mb) or 1

@@ -73,13 +73,11 @@ class ApiError(Exception):
         param: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = (
-            status,
-            message,
-            type,
-            code,
-            param,
-        )
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -131,13 +129,34 @@ def credentials(header: str) -> tuple[str, str] | None:
     return (user, password) if sep and user and password else None
 
 
-async def authenticate(request: Request, users: UserStore) -> str | None:
+class Logins:
+    """Checks API logins against the UserStore, remembering the ones already verified.
+
+    bcrypt is slow on purpose; a client sends its login with every request. The store never
+    changes while the app runs, so a login verified once stays valid (only a digest is kept).
+    """
+
+    def __init__(self, users: UserStore) -> None:
+        self.users = users
+        self._verified: set[bytes] = set()
+
+    async def check(self, user: str, password: str) -> bool:
+        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        if key in self._verified:
+            return True
+        # Checked in a thread: a bcrypt hash never stalls the event loop.
+        if await asyncio.to_thread(self.users.check, user, password):
+            self._verified.add(key)
+            return True
+        return False
+
+
+async def authenticate(request: Request, logins: Logins) -> str | None:
     """The user making the request; raises 401 unless logins are off or the login checks out."""
-    if not users.enabled:
+    if not logins.users.enabled:
         return None
     login = credentials(request.headers.get("authorization", ""))
-    # bcrypt takes a while on purpose: check in a thread, never on the event loop.
-    if login is None or not await asyncio.to_thread(users.check, *login):
+    if login is None or not await logins.check(*login):
         raise ApiError(
             401,
             "Incorrect or missing credentials: send `Authorization: Bearer USER:PASSWORD` "
@@ -148,12 +167,12 @@ async def authenticate(request: Request, users: UserStore) -> str | None:
     return login[0]
 
 
-def endpoint(users: UserStore, handler: Handler) -> Handler:
+def endpoint(logins: Logins, handler: Handler) -> Handler:
     """Wrap a handler: auth first, then any ApiError or RagError becomes an OpenAI-style error."""
 
     async def wrapped(request: Request) -> Response:
         try:
-            await authenticate(request, users)
+            await authenticate(request, logins)
             return await handler(request)
         except ApiError as error:
             return error.response()
@@ -258,13 +277,6 @@ def start_answer(session: ChatSession, question: str, max_tokens: int | None) ->
     return session.ask(question)
 
 
-def full_answer(session: ChatSession, question: str, max_tokens: int | None) -> Answer:
-    answer = start_answer(session, question, max_tokens)
-    for _ in answer.stream():
-        pass
-    return answer
-
-
 class AnswerStream:
     """Runs one answer in a worker thread and hands its events to the event loop.
 
@@ -299,6 +311,22 @@ class AnswerStream:
 
     async def next(self) -> tuple[str, Any]:
         return await self._queue.get()
+
+    async def whole(self) -> Answer:
+        """Wait for the complete answer; raises what the generation raised."""
+        answer: Answer | None = None
+        try:
+            while True:
+                kind, value = await self.next()
+                if kind == "start":
+                    answer = value
+                elif kind == "error":
+                    raise value
+                elif kind == "end":
+                    assert answer is not None
+                    return answer
+        finally:
+            self.cancel()
 
     def cancel(self) -> None:
         self._stop.set()
@@ -464,6 +492,7 @@ async def read_upload(request: Request, limit: int) -> tuple[UploadFile, dict[st
 def api_routes(service: ChatService, users: UserStore, prefix: str = "") -> list[Route]:
     """The /v1 routes over one ChatService; `prefix` is the app's root path, if any."""
     documents = DocumentStore(service)
+    logins = Logins(users)
 
     def find_profile(name: Any, param: str = "model") -> Profile:
         if not isinstance(name, str) or not name:
@@ -512,7 +541,7 @@ def api_routes(service: ChatService, users: UserStore, prefix: str = "") -> list
         session.temperature = temperature
         completion = Completion(profile, service.sync_status.note())
         if not stream:
-            answer = await asyncio.to_thread(full_answer, session, question, limit)
+            answer = await AnswerStream(session, question, limit).whole()
             return JSONResponse(completion.whole(answer))
         return await stream_completion(AnswerStream(session, question, limit), completion)
 
@@ -596,7 +625,7 @@ def api_routes(service: ChatService, users: UserStore, prefix: str = "") -> list
         return JSONResponse(await asyncio.to_thread(documents.add, data, name, profile))
 
     def route(path: str, handler: Handler, method: str) -> Route:
-        return Route(prefix + path, endpoint(users, handler), methods=[method])
+        return Route(prefix + path, endpoint(logins, handler), methods=[method])
 
     return [
         route("/v1/chat/completions", chat_completions, "POST"),
