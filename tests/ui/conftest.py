@@ -46,6 +46,22 @@ class ChatServer:
     def log(self) -> Path:
         return self.home / "server.log"
 
+    @property
+    def app_root(self) -> Path:
+        """Chainlit's APP_ROOT for this server: the project's UI files, but its own `.files/`.
+
+        Chainlit keeps uploads in APP_ROOT/.files and deletes that whole folder when a server
+        stops; with the checkout as APP_ROOT, stopping one server (ours, or a colleague's
+        `chainlit run` in the same checkout) breaks the uploads of every other one.
+        """
+        root = self.home / "app-root"
+        root.mkdir(exist_ok=True)
+        for name in (".chainlit", "public", "chainlit.md"):
+            link = root / name
+            if (ROOT / name).exists() and not link.is_symlink():
+                link.symlink_to(ROOT / name)
+        return root
+
     def env(self) -> dict[str, str]:
         # Chainlit reads CI, HEADLESS, DEBUG, WATCH... unprefixed (CI=true fakes an OpenAI key).
         chainlit_flags = {"CI", "HEADLESS", "DEBUG", "WATCH", "NO_CACHE", "RUN_TARGET"}
@@ -62,6 +78,7 @@ class ChatServer:
             RAG_MAX_NEW_TOKENS="40",
             RAG_TEMPERATURE="0",
             HF_HUB_OFFLINE="1",
+            CHAINLIT_APP_ROOT=str(self.app_root),
         )
         return env
 
@@ -128,12 +145,17 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return storage / "models"
 
 
+def prepare_home(home: Path, models_cache: Path) -> Path:
+    """Empty storage/ (sharing the converted model) and data/ folders for one ChatServer."""
+    (home / "storage").mkdir(parents=True)
+    (home / "storage" / "models").symlink_to(models_cache, target_is_directory=True)
+    (home / "data").mkdir()
+    return home
+
+
 @pytest.fixture
 def server_home(tmp_path: Path, models_cache: Path) -> Path:
-    (tmp_path / "storage").mkdir()
-    (tmp_path / "storage" / "models").symlink_to(models_cache, target_is_directory=True)
-    (tmp_path / "data").mkdir()
-    return tmp_path
+    return prepare_home(tmp_path, models_cache)
 
 
 @pytest.fixture
@@ -152,6 +174,7 @@ class Browser:
     outside: list[str]
     shots: Path
     count: int = 0
+    dialogs: list[str] = field(default_factory=list)  # native alert/confirm/prompt, dismissed
 
     def shot(self, name: str) -> None:
         self.count += 1
@@ -194,6 +217,13 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
         context.route("**/*", guard)
         page = context.new_page()
         page.set_default_timeout(60_000)
-        yield Browser(page, outside, shots)
+        browser = Browser(page, outside, shots)
+
+        def dialog(box) -> None:  # type: ignore[no-untyped-def]
+            browser.dialogs.append(f"{box.type}: {box.message}")
+            box.dismiss()
+
+        page.on("dialog", dialog)
+        yield browser
         context.close()
         chromium.close()
