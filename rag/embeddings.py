@@ -12,6 +12,7 @@ from pydantic import PrivateAttr
 
 from rag.config import Settings
 from rag.errors import BackendError, ConfigError
+from rag.runtime import MODEL_LOADING
 
 BUNDLED_PREFIX = "bundled:"
 OLLAMA_PREFIX = "ollama:"
@@ -56,13 +57,15 @@ class SentenceTransformerEmbedding(BaseEmbedding):
 
     def load(self) -> Any:
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import torch
-            from sentence_transformers import SentenceTransformer
+            with MODEL_LOADING:  # one model load at a time in this process: see rag.runtime
+                if self._model is None:
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                    import torch
+                    from sentence_transformers import SentenceTransformer
 
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            self._model = SentenceTransformer(self.model_path, device="cpu")
+                    if self.threads:
+                        torch.set_num_threads(self.threads)
+                    self._model = SentenceTransformer(self.model_path, device="cpu")
         return self._model
 
     @property

@@ -35,6 +35,7 @@ from pydantic import Field, PrivateAttr
 
 from rag.config import Settings
 from rag.errors import BackendError, ConfigError, RagError
+from rag.runtime import MODEL_LOADING
 
 logger = logging.getLogger(__name__)
 
@@ -455,7 +456,7 @@ class _Loaded:
 
 # One copy of the weights per process and folder, shared by every EmbeddedLLM (with its lock).
 _LOADED: dict[Path, _Loaded] = {}
-_LOADING = threading.Lock()
+_LOADING = MODEL_LOADING  # shared with the embedder: see rag.runtime
 
 
 def unload_embedded_models() -> None:
