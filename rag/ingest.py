@@ -231,7 +231,10 @@ class Indexer:
             raise FileRefused(name, f"cannot be read ({error.strerror})") from None
         digest = content_hash(data)
         record = self.manifest.get(self.collection, source.doc_id)
-        if record and record.content_hash == digest and record.pending is None:
+        # Trust the manifest only while the store agrees: a wiped store, or a switch to a Chroma
+        # server, leaves a manifest that remembers chunks the store does not have.
+        unchanged = record and record.content_hash == digest and record.pending is None
+        if unchanged and (record.chunks == 0 or self.store.has_chunks(source.doc_id)):
             report.unchanged.append(name)
             return
         loaded = worker.parse(data, name)

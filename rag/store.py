@@ -131,6 +131,10 @@ class ChunkStore:
                 documents=[node.get_content(metadata_mode=MetadataMode.NONE) for node in batch],
             )
 
+    def has_chunks(self, doc_id: str) -> bool:
+        """Whether any chunk of this file is in the store."""
+        return bool(self.collection.get(where={"file_id": doc_id}, limit=1, include=[])["ids"])
+
     def delete_chunks(self, doc_id: str, content_hash: str | None = None) -> None:
         """Delete a file's chunks: all of them, or only those of one version (`content_hash`)."""
         where: dict[str, Any] = {"file_id": doc_id}

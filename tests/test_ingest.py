@@ -215,3 +215,17 @@ def test_ingest_without_paths_syncs_the_data_folder(
     monkeypatch.setenv("RAG_STORAGE_DIR", str(settings.storage_dir))
     code, out, _ = run(capsys, "ingest")
     assert code == 0 and "1 indexed" in out
+
+
+def test_a_store_that_lost_its_chunks_is_refilled(
+    index: Index, data_dir: Path, settings, embedder
+) -> None:  # type: ignore[no-untyped-def]
+    """Switching to an empty Chroma server (or wiping chroma/) keeps the manifest: re-index."""
+    (data_dir / "a.txt").write_text("Lighthouses guide ships along the coast.")
+    index.ingest([data_dir])
+    index.client.delete_collection("default")
+    fresh = Index(settings, embedder=embedder)
+    report = fresh.ingest([data_dir])
+    assert report.indexed == ["a.txt"] and not report.unchanged
+    assert fresh.search("lighthouses", 1)[0].file == "a.txt"
+    fresh.close()
