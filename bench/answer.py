@@ -54,6 +54,8 @@ sys.path.insert(0, str(ROOT))
 # whenever another process wants a core (read once, when torch loads; MiniLM loads it first here).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from common import models_cache, say  # noqa: E402
+
 from rag.cli import offline_environment  # noqa: E402
 
 offline_environment()  # before anything imports transformers or chromadb
@@ -67,10 +69,6 @@ def quiet() -> None:
     logging.getLogger("chromadb").setLevel(logging.ERROR)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def ms(seconds: float) -> float:
@@ -92,13 +90,6 @@ def peak_rss_mb() -> float:
 
 
 # --- the embedded model, converted once --------------------------------------------------------
-
-
-def models_cache(requested: Path | None) -> Path | None:
-    if requested is not None:
-        return requested.resolve()
-    default = ROOT / "storage" / "models"
-    return default.resolve() if default.is_dir() else None
 
 
 def prepare_models(storage: Path, cache: Path | None) -> str:

@@ -61,6 +61,7 @@ from urllib.parse import urlparse
 
 import httpx
 import socketio
+from common import models_cache, say
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -73,10 +74,6 @@ FILLER = (
     "front desk, which are nine to five on weekdays. Visitors sign the ledger on arrival and "
     "return their badges when they leave. The room is kept cool and dry."
 )
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the attachments ---------------------------------------------------------------------------
@@ -169,13 +166,6 @@ def check_local(url: str) -> str:
     if host not in LOCAL_HOSTS:
         raise SystemExit(f"--url must point at this machine (127.0.0.1/localhost), not {host!r}")
     return url.rstrip("/")
-
-
-def models_cache(requested: Path | None) -> Path | None:
-    if requested is not None:
-        return requested.resolve()
-    default = ROOT / "storage" / "models"
-    return default.resolve() if default.is_dir() else None
 
 
 def prepare_models(storage: Path, cache: Path | None) -> None:

@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 sys.path.insert(0, str(ROOT))
 
+from common import say  # noqa: E402
+
 from rag.cli import offline_environment  # noqa: E402
 
 offline_environment()  # before anything imports transformers or chromadb
@@ -88,10 +90,6 @@ def quiet() -> None:
     logging.getLogger("pypdf").setLevel(logging.CRITICAL)
     logging.getLogger("chromadb").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the chunks ------------------------------------------------------------------------------------
