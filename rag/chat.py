@@ -19,7 +19,7 @@ from rag.config import Settings
 from rag.engine import Answer, ChatEngine
 from rag.errors import RagError
 from rag.index import Index
-from rag.ingest import IngestReport, Progress, find_sources
+from rag.ingest import IngestReport, Progress
 from rag.llm import build_llm, describe_llm
 from rag.loaders import is_supported, unsupported_reason
 from rag.profiles import Profile, load_profiles
@@ -127,10 +127,9 @@ class ChatService:
             status.files_total, status.files_done = state.files_total, state.files_done
 
         try:
-            with self.index.writer(wait_s=self.settings.lock_wait_s) as indexer:
-                sources, folders = find_sources([data])
-                status.files_total = len(sources)
-                status.report = indexer.sync(sources, folders, progress)
+            status.report = self.index.ingest(
+                [data], progress=progress, wait_s=self.settings.lock_wait_s
+            )
             status.state = "done"
             for failure in status.report.failed:
                 logger.warning("data folder: %s", failure)

@@ -108,9 +108,11 @@ class Index:
         paths: list[Path],
         collection: str | None = None,
         progress: ProgressCallback | None = None,
+        wait_s: float = 0.0,
     ) -> IngestReport:
+        """Sync files and folders into a collection (waiting up to `wait_s` for the write lock)."""
         sources, folders = find_sources(paths)
-        with self.writer(collection) as indexer:
+        with self.writer(collection, wait_s=wait_s) as indexer:
             return indexer.sync(sources, folders, progress)
 
     def attach(
