@@ -195,7 +195,7 @@ async def index_attachments(session: ChatSession, message: cl.Message) -> None:
     if len(files) > limit:
         await cl.Message(
             content=f"⚠️ {len(files)} files attached; at most {limit} per message "
-            "(RAG_UPLOAD_MAX_FILES). Only the first {limit} were indexed."
+            f"(RAG_UPLOAD_MAX_FILES). Only the first {limit} were indexed."
         ).send()
         files = files[:limit]
     for element in files:
