@@ -1,12 +1,15 @@
-"""Shared fixtures: isolated settings, one loaded embedder per run, corpus paths, PDFs written here."""
+"""Shared fixtures: isolated settings, one loaded embedder per run, corpus paths, chat servers, a browser."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
+from chat_server import ARTIFACTS, CHROMIUM, LOCAL_HOSTS, Browser, ChatServer, prepare_home
 
 from rag.cli import offline_environment
 
@@ -106,3 +109,81 @@ def embedded_llm(embedded_storage: Path):  # type: ignore[no-untyped-def]
     assert isinstance(llm, EmbeddedLLM)
     llm.warm_up()
     return llm
+
+
+# --- a real chat server and a browser (UI and reliability tests) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded LLM converted once per run, shared by every server the tests start."""
+    from rag.config import Settings
+    from rag.llm import build_llm
+
+    storage = tmp_path_factory.mktemp("ui-models")
+    llm = build_llm(Settings(storage_dir=storage, llm="embedded"))
+    llm.warm_up()  # type: ignore[attr-defined]
+    return storage / "models"
+
+
+@pytest.fixture
+def server_home(tmp_path: Path, models_cache: Path) -> Path:
+    return prepare_home(tmp_path, models_cache)
+
+
+@pytest.fixture
+def chat_server(server_home: Path) -> Iterator[ChatServer]:
+    server = ChatServer(server_home)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    # Screenshots go to test-artifacts/<suite>/<test>, e.g. test-artifacts/ui/test_...
+    suite = Path(str(request.node.fspath)).parent.name
+    shots = ARTIFACTS / suite / request.node.name
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    outside: list[str] = []
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = chromium.new_context(viewport={"width": 1280, "height": 900})
+
+        def guard(route, req) -> None:  # type: ignore[no-untyped-def]
+            host = urlparse(req.url).hostname or ""
+            if req.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
+                route.continue_()
+            else:
+                outside.append(req.url)
+                route.abort()
+
+        context.route("**/*", guard)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        browser = Browser(page, outside, shots)
+
+        def dialog(box) -> None:  # type: ignore[no-untyped-def]
+            browser.dialogs.append(f"{box.type}: {box.message}")
+            box.dismiss()
+
+        page.on("dialog", dialog)
+        yield browser
+        context.close()
+        chromium.close()

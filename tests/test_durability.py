@@ -7,55 +7,28 @@ checks that a second writer is refused with one clear line.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pdfgen import write_pdf
+from rag_cli import cli_env, inspect_storage, kill_tree, rag_command, run_rag
 
 ROOT = Path(__file__).resolve().parents[1]
 PIECES = 6  # the essay is split into this many text files
 KILLS = 5  # kills that must land while an ingest is running
 MAX_ATTEMPTS = 8  # runs started in the kill loop (some finish before their kill time)
 SEED = 20261125
-CLI_TIMEOUT_S = 300
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def cli_env() -> dict[str, str]:
-    """The test's environment without any RAG_* setting, offline, with this checkout importable."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RAG_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
-    return env
-
-
-def rag_command(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "rag", *(str(arg) for arg in args)]
-
-
-def run_rag(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        rag_command(*args),
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
 
 
 def essay_pieces(corpus: Path) -> list[str]:
@@ -106,51 +79,6 @@ def change_something(folder: Path, rng: random.Random, round_number: int) -> str
     paragraphs.append(f"Revision {round_number}: this piece was edited while being indexed.")
     target.write_text("\n\n".join(paragraphs))
     return f"edited {target.name}"
-
-
-def kill_tree(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the ingest and its parser child at once (its own session), as a power cut would."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # before wait(): the group id is surely still ours
-    process.wait(timeout=30)
-
-
-# Prints the manifest rows and what Chroma holds per (doc_id, content_hash); run in a subprocess
-# so the test process never holds the embedded store open while an ingest writes to it.
-INSPECT = """
-import json, sys
-from pathlib import Path
-from rag.config import Settings
-from rag.index import Index
-index = Index(Settings(storage_dir=Path(sys.argv[1])))
-store = index.collection("default", check=False)
-versions = {}
-for metadata in store.collection.get(include=["metadatas"])["metadatas"]:
-    key = f"{metadata.get('doc_id')}|{metadata.get('content_hash')}"
-    versions[key] = versions.get(key, 0) + 1
-rows = [
-    {"doc_id": r.doc_id, "file": r.file, "chunks": r.chunks, "hash": r.content_hash,
-     "pending": r.pending}
-    for r in index.manifest.files("default")
-]
-print(json.dumps({"rows": rows, "versions": versions, "count": store.count(),
-                  "counts": store.chunk_counts()}))
-index.close()
-"""
-
-
-def inspect_storage(storage: Path, cwd: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-c", INSPECT, str(storage)],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-    assert result.returncode == 0, f"cannot inspect the index:\n{result.stderr[-3000:]}"
-    return json.loads(result.stdout)
 
 
 def check_after_crash(state: dict[str, Any]) -> None:

@@ -16,11 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from chat_server import Browser, ChatServer, prepare_home
 from pdfgen import write_encrypted_pdf, write_pdf
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
-
-from .conftest import Browser, ChatServer, prepare_home
 
 pytestmark = pytest.mark.ui
 
