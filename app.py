@@ -8,32 +8,73 @@ from pathlib import Path
 from typing import Any
 
 import chainlit as cl
+from chainlit.auth import authenticate_user, reuseable_oauth
 from chainlit.config import config as chainlit_config
 from chainlit.data import get_data_layer
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.utils import queue_until_user_message
 from chainlit.input_widget import Slider
 from chainlit.server import app as server_app
+from fastapi import HTTPException, Request
 
-from rag.api import install_api
+from rag.api import Logins, credentials, install_api
 from rag.chat import ChatService, ChatSession, history_from_turns, stream_tokens
 from rag.cli import offline_environment
 from rag.config import load_settings
 from rag.errors import RagError
 from rag.retrieve import Source
 from rag.threads import thread_database
-from rag.web import LocalFileStore, install_routes, user_store
+from rag.web import LocalFileStore, UploadLimitMiddleware, install_routes, user_store
 
 offline_environment()
 settings = load_settings()
 service = ChatService(settings)
 users = user_store(settings)
-install_routes(server_app, service.health)
+api_logins = Logins(users)
+
+
+async def session_user(request: Request) -> str | None:
+    """Who a request's chat session (cookie or token) belongs to, if it is valid."""
+    token = await reuseable_oauth(request)
+    if not token:
+        return None
+    try:
+        user = await authenticate_user(token)
+    except HTTPException:
+        return None
+    return user.identifier
+
+
+async def may_see_details(request: Request) -> bool:
+    """With logins on: a chat session, or the API's login (`Authorization: Bearer user:pw`)."""
+    if not users.enabled or await session_user(request):
+        return True
+    login = credentials(request.headers.get("authorization", ""))
+    return login is not None and await api_logins.check(*login)
+
+
+async def may_read_element(request: Request, key: str) -> bool:
+    """A stored element (an attachment, a cited PDF) is for the owner of its thread only."""
+    if not users.enabled:
+        return True  # one local user owns everything
+    user = await session_user(request)
+    layer = get_data_layer()
+    return bool(user and isinstance(layer, ThreadStore) and user == await layer.element_owner(key))
+
+
+install_routes(server_app, service.health, may_see_details)
 install_api(server_app, service, users, prefix=chainlit_config.run.root_path)
 uploads = chainlit_config.features.spontaneous_file_upload
 if uploads is not None:  # the browser enforces what the settings allow
     uploads.max_size_mb = int(settings.upload_max_mb) or 1
     uploads.max_files = settings.upload_max_files
+# ...and the server refuses a bigger upload before reading it (multipart framing on top).
+server_app.add_middleware(
+    UploadLimitMiddleware,
+    path_suffix="/project/file",
+    max_bytes=int(settings.upload_max_mb * 1024 * 1024) + 64 * 1024,
+    limit_text=f"the upload limit of {settings.upload_max_mb:g} MB (RAG_UPLOAD_MAX_MB)",
+)
 
 
 @cl.on_app_startup
@@ -87,6 +128,17 @@ class ThreadStore(SQLAlchemyDataLayer):
     _step_lock = asyncio.Lock()
     _thread_lock = asyncio.Lock()
 
+    async def element_owner(self, object_key: str) -> str | None:
+        """The user whose thread a stored element belongs to (element keys do not say reliably:
+        an attachment is stored before its thread has a user)."""
+        rows = await self.execute_sql(
+            'SELECT t."userIdentifier" AS owner FROM elements e '
+            'JOIN threads t ON t."id" = e."threadId" WHERE e."objectKey" = :key',
+            {"key": object_key},
+        )
+        owners = {row["owner"] for row in rows} if isinstance(rows, list) else set()
+        return owners.pop() if len(owners) == 1 else None
+
     async def update_thread(self, thread_id: str, *args: Any, **kwargs: Any) -> None:
         async with self._thread_lock:
             await super().update_thread(thread_id, *args, **kwargs)
@@ -98,7 +150,7 @@ class ThreadStore(SQLAlchemyDataLayer):
 
 
 element_store = LocalFileStore(settings.storage_dir / "elements")
-element_store.install(server_app)
+element_store.install(server_app, may_read_element)
 
 
 @cl.data_layer

@@ -71,8 +71,14 @@ def fence(sources: list[Source]) -> str:
     for number, source in enumerate(sources, 1):
         text = source.text.replace("<document", "‹document").replace("</document", "‹/document")
         page = f' page="{source.page}"' if source.page is not None else ""
-        blocks.append(f'<document n="{number}" file="{source.file}"{page}>\n{text}\n</document>')
+        file = attribute(source.file)
+        blocks.append(f'<document n="{number}" file="{file}"{page}>\n{text}\n</document>')
     return "\n".join(blocks)
+
+
+def attribute(value: str) -> str:
+    """A file name (chosen by whoever uploaded it) made safe inside a fence's quoted attribute."""
+    return value.replace('"', "'").replace("<", "‹").replace(">", "›").replace("\n", " ")
 
 
 class ChatEngine:

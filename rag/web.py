@@ -1,23 +1,34 @@
-"""HTTP pieces the chat server needs beyond the chat itself: health route, users, auth secret."""
+"""HTTP pieces the chat server needs beyond the chat itself: health route, limits, users, auth secret."""
 
 from __future__ import annotations
 
 import gzip
 import hmac
+import json
 import os
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
 
+# Decides whether a request may see something; the UI layer knows how its users log in.
+RequestCheck = Callable[[Any], Awaitable[bool]]
 
-def install_routes(app: Any, health: Any) -> None:
+# Routes web frameworks add on their own: an API explorer that loads its scripts from a CDN and
+# publishes every route's schema. Not part of the product.
+FRAMEWORK_ROUTES = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+def install_routes(app: Any, health: Callable[[], dict[str, Any]], may_see: RequestCheck) -> None:
     """Add `GET /healthz` ahead of the UI's catch-all route, and the private-page middleware.
 
     `health()` returns a JSON-able dict; it runs in a thread so a busy index never stalls the loop.
+    Anyone may learn that the app is up (container health checks carry no login); the details
+    (model, store, collections) need `may_see(request)`.
     """
     from fastapi.responses import JSONResponse
     from starlette.routing import Route
@@ -25,10 +36,65 @@ def install_routes(app: Any, health: Any) -> None:
     async def healthz(request: Any) -> JSONResponse:
         import asyncio
 
+        if not await may_see(request):
+            return JSONResponse({"status": "ok"})
         return JSONResponse(await asyncio.to_thread(health))
 
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "path", None) not in FRAMEWORK_ROUTES
+    ]
     app.router.routes.insert(0, Route("/healthz", healthz, methods=["GET"]))
     app.add_middleware(PrivatePageMiddleware)
+
+
+class UploadLimitMiddleware:
+    """ASGI middleware: refuse an upload to `path_suffix` that is too big, without keeping it.
+
+    The UI's upload route reads the whole body into memory before it checks the size, so a huge
+    body must be stopped here, from its declared length. A body without a declared length
+    (chunked) is refused too: browsers always declare it, and the server never reads more than
+    the declared length. The refused body is read and dropped piece by piece (memory stays flat),
+    so the client sees the 413 instead of a connection reset.
+    """
+
+    def __init__(self, app: Any, path_suffix: str, max_bytes: int, limit_text: str) -> None:
+        self.app = app
+        self.path_suffix = path_suffix
+        self.max_bytes = max_bytes
+        self.limit_text = limit_text
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        is_upload = scope["type"] == "http" and scope["method"] == "POST"
+        if is_upload and scope["path"].endswith(self.path_suffix):
+            headers = dict(scope.get("headers", []))
+            length = headers.get(b"content-length", b"").decode("latin-1").strip()
+            if not length.isdigit():
+                await self._refuse(receive, send, 411, "uploads must declare their Content-Length")
+                return
+            if int(length) > self.max_bytes:
+                await self._refuse(receive, send, 413, f"the file is over {self.limit_text}")
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(receive: Any, send: Any, status: int, detail: str) -> None:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        body = json.dumps({"detail": detail}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 # Tags that make a browser contact another host: web fonts, CDN stylesheets, preconnect hints,
@@ -144,17 +210,20 @@ class LocalFileStore:
     async def close(self) -> None:
         return None
 
-    def install(self, app: Any) -> None:
-        """Serve stored elements, ahead of the UI's catch-all route."""
+    def install(self, app: Any, may_read: Callable[[Any, str], Awaitable[bool]]) -> None:
+        """Serve stored elements, ahead of the UI's catch-all route, to whom `may_read(request,
+        key)` allows (keys start with the owner's user id). Others get the same 404 as for a key
+        that does not exist, so ids cannot be probed."""
         from starlette.responses import FileResponse, Response
         from starlette.routing import Route
 
         async def serve(request: Any) -> Response:
+            key = request.path_params["key"]
             try:
-                path = self.path(request.path_params["key"])
+                path = self.path(key)
             except ValueError:
-                return Response(status_code=400)
-            if not path.is_file():
+                return Response(status_code=404)
+            if not path.is_file() or not await may_read(request, key):
                 return Response(status_code=404)
             return FileResponse(path)
 
