@@ -6,6 +6,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +117,17 @@ def validate_collection_name(name: str) -> None:
             f"collection name {name!r} must be 3-63 characters of letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )
+
+
+def redact_url(url: str) -> str:
+    """A URL as it may be shown or logged: a password in it (http://user:pw@host) becomes ***."""
+    parts = urlsplit(str(url))
+    if parts.password is None:
+        return str(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def load_settings(**overrides: object) -> Settings:

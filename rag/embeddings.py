@@ -10,7 +10,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
-from rag.config import Settings
+from rag.config import Settings, redact_url
 from rag.errors import BackendError, ConfigError
 from rag.runtime import MODEL_LOADING
 
@@ -139,7 +139,7 @@ def embedder_dimension(embedder: BaseEmbedding) -> int:
         base_url = getattr(embedder, "base_url", None)
         if base_url:  # Ollama: unreachable, or the model is not pulled
             raise BackendError(
-                f"Ollama embedding model {embedder.model_name} failed at {base_url}: "
+                f"Ollama embedding model {embedder.model_name} failed at {redact_url(base_url)}: "
                 f"{str(error).strip()[:200]}; is Ollama running, and did you run "
                 f"`ollama pull {embedder.model_name}`?"
             ) from error

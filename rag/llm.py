@@ -33,7 +33,7 @@ from llama_index.core.llms import LLM, CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from pydantic import Field, PrivateAttr
 
-from rag.config import Settings
+from rag.config import Settings, redact_url
 from rag.errors import BackendError, ConfigError, RagError
 from rag.runtime import MODEL_LOADING
 
@@ -117,7 +117,7 @@ def as_backend_error(exc: BaseException, llm: LLM) -> RagError:
         return exc
     what = describe_llm(llm)
     url = getattr(llm, "base_url", None) or getattr(llm, "api_base", None)
-    where = f" at {url}" if url else ""
+    where = f" at {redact_url(url)}" if url else ""
     if isinstance(exc, httpx.TimeoutException) or type(exc).__name__ in (
         "APITimeoutError",
         "ReadTimeoutError",
@@ -165,7 +165,7 @@ def ollama_models(base_url: str, timeout: float = HEALTH_TIMEOUT_S) -> list[str]
         url,
         timeout,
         unreachable=lambda reason: (
-            f"Ollama is not reachable at {base_url}: {reason}. "
+            f"Ollama is not reachable at {redact_url(base_url)}: {reason}. "
             "Start it with `ollama serve` or set OLLAMA_BASE_URL."
         ),
         what="Ollama",
@@ -173,7 +173,7 @@ def ollama_models(base_url: str, timeout: float = HEALTH_TIMEOUT_S) -> list[str]
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list):
         raise BackendError(
-            f"{url} did not answer like Ollama (no model list); check OLLAMA_BASE_URL"
+            f"{redact_url(url)} did not answer like Ollama (no model list); check OLLAMA_BASE_URL"
         )
     return [
         str(entry.get(key))
@@ -189,7 +189,7 @@ def check_ollama_model(base_url: str, model: str, pulled: list[str]) -> None:
     if not any(ollama_model_matches(model, name) for name in pulled):
         names = ", ".join(sorted(set(pulled))) or "none"
         raise BackendError(
-            f"Ollama at {base_url} has no model {model} (pulled: {names}); "
+            f"Ollama at {redact_url(base_url)} has no model {model} (pulled: {names}); "
             f"run `ollama pull {model}` or set RAG_OLLAMA_MODEL."
         )
 
@@ -240,7 +240,7 @@ def check_openai(
         url,
         timeout,
         unreachable=lambda reason: (
-            f"The OpenAI-compatible server is not reachable at {base_url}: {reason}. "
+            f"The OpenAI-compatible server is not reachable at {redact_url(base_url)}: {reason}. "
             "Start it (LM Studio, vLLM, llama.cpp server) or set RAG_OPENAI_BASE_URL."
         ),
         what="The OpenAI-compatible server",
@@ -249,14 +249,18 @@ def check_openai(
     models = data.get("data") if isinstance(data, dict) else None
     if not isinstance(models, list):
         raise BackendError(
-            f"{url} did not answer like an OpenAI-compatible server (no model list); "
+            f"{redact_url(url)} did not answer like an OpenAI-compatible server (no model list); "
             "check RAG_OPENAI_BASE_URL (it usually ends in /v1)"
         )
     ids = [str(entry.get("id")) for entry in models if isinstance(entry, dict) and entry.get("id")]
     if not ids:
-        raise BackendError(f"the OpenAI-compatible server at {base_url} serves no model; load one")
+        raise BackendError(
+            f"the OpenAI-compatible server at {redact_url(base_url)} serves no model; load one"
+        )
     if model not in ids:
-        logger.warning("%s does not list model %s (it lists %s)", url, model, ", ".join(ids))
+        logger.warning(
+            "%s does not list model %s (it lists %s)", redact_url(url), model, ", ".join(ids)
+        )
 
 
 def build_openai(settings: Settings) -> LLM:
@@ -798,16 +802,20 @@ def _get_json(
     except httpx.HTTPError as exc:
         raise BackendError(unreachable(_reason(exc, timeout))) from exc
     if response.status_code in (401, 403):
-        raise BackendError(f"{what} at {url} refused the API key (HTTP {response.status_code})")
+        raise BackendError(
+            f"{what} at {redact_url(url)} refused the API key (HTTP {response.status_code})"
+        )
     if response.status_code >= 400:
         raise BackendError(
-            f"{what} at {url} answered HTTP {response.status_code}: "
+            f"{what} at {redact_url(url)} answered HTTP {response.status_code}: "
             f"{_one_line(response.text)[:200]}"
         )
     try:
         return response.json()
     except ValueError as exc:
-        raise BackendError(f"{url} did not answer JSON; is that really {what}?") from exc
+        raise BackendError(
+            f"{redact_url(url)} did not answer JSON; is that really {what}?"
+        ) from exc
 
 
 def _reason(exc: BaseException, timeout: float | None = None) -> str:

@@ -24,8 +24,10 @@ import httpx
 import pytest
 import socketio
 from chat_server import ChatServer, prepare_home
+from fakes import unused_port
 from fakes.ollama_server import FakeOllama
 from fakes.openai_server import FakeOpenAI
+from rag_cli import cli_env, rag_command
 
 from rag.chat import ChatService
 from rag.engine import GROUND_RULES
@@ -420,6 +422,27 @@ def test_secrets_never_reach_the_log_or_storage(tmp_path: Path, models_cache: Pa
         content = place.read_bytes()
         for what, secret in secrets.items():
             assert secret.encode() not in content, f"{what} is in {place}"
+
+
+def test_a_password_in_a_backend_url_is_never_shown(tmp_path: Path) -> None:
+    secret = "proxy-Secret-51x"
+    env = cli_env() | {
+        "RAG_LLM": "ollama",
+        "OLLAMA_BASE_URL": f"http://gateway:{secret}@127.0.0.1:{unused_port()}",
+        "RAG_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    result = subprocess.run(
+        rag_command("ask", "When does the museum open?"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Ollama is not reachable at http://gateway:***@127.0.0.1" in result.stderr
+    assert secret not in result.stdout + result.stderr
 
 
 # --- text inside documents ----------------------------------------------------------------------------
