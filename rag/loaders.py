@@ -30,6 +30,60 @@ SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES | JSON_SUF
 MIN_TEXT_CHARS = 20
 MAX_JSON_DEPTH = 64
 
+# What a file really is, by its first bytes ("magic numbers"), whatever its name says: (pattern
+# matched at the start, what to call it), first match wins. Only signatures no real text starts with
+# (most contain bytes text never has), so a genuine .txt is never refused by them.
+SIGNATURES: tuple[tuple[re.Pattern[bytes], str], ...] = tuple(
+    (re.compile(pattern, re.DOTALL), kind)
+    for pattern, kind in (
+        (rb"%PDF-", "a PDF document"),
+        (rb"PK(?:\x03\x04|\x05\x06|\x07\x08)", "a ZIP archive"),
+        (rb"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office document (DOC, XLS or PPT)"),
+        (rb"\{\\rtf", "an RTF document"),
+        (rb"\x89PNG\r\n\x1a\n", "a PNG image"),
+        (rb"\xff\xd8\xff", "a JPEG image"),
+        (rb"GIF8[79]a", "a GIF image"),
+        (rb"RIFF.{4}WEBP", "a WebP image"),
+        (rb"II\*\x00|MM\x00\*", "a TIFF image"),
+        (rb"\x00\x00.{2}ftyp", "an MP4/QuickTime video or HEIC image"),
+        (rb"RIFF.{4}(?:WAVE|AVI )", "a WAV audio or AVI video file"),
+        (rb"ID3[\x02-\x04]\x00|OggS\x00|fLaC[\x00\x80]", "an audio file"),
+        (rb"\x7fELF", "a Linux program (ELF)"),
+        (rb"MZ.{0,62}\x00", "a Windows program (EXE or DLL)"),
+        (rb"\xcf\xfa\xed\xfe|\xce\xfa\xed\xfe|\xca\xfe\xba\xbe", "a macOS program or Java class"),
+        (rb"\x00asm", "a WebAssembly program"),
+        (rb"\x1f\x8b", "a gzip-compressed file"),
+        (rb"BZh[1-9]1AY&SY", "a bzip2-compressed file"),
+        (rb"\xfd7zXZ\x00", "an xz-compressed file"),
+        (rb"\x28\xb5\x2f\xfd", "a zstd-compressed file"),
+        (rb"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+        (rb"Rar!\x1a\x07", "a RAR archive"),
+        (rb".{257}ustar[\x00 ]", "a tar archive"),
+        (rb"SQLite format 3\x00", "an SQLite database"),
+    )
+)
+# Office and e-book formats are ZIP archives: their member names (stored uncompressed) say which.
+ZIP_KINDS = (
+    (b"word/document.xml", "a Word document (DOCX)"),
+    (b"xl/workbook.xml", "an Excel workbook (XLSX)"),
+    (b"ppt/presentation.xml", "a PowerPoint presentation (PPTX)"),
+    (b"mimetypeapplication/epub+zip", "an EPUB e-book"),
+    (b"mimetypeapplication/vnd.oasis.opendocument", "an OpenDocument file"),
+)
+# What a name's type promises, for "the file is a PNG image, not text".
+EXPECTED_KIND = {".md": "Markdown", ".markdown": "Markdown", ".json": "JSON"}
+
+
+def sniff(data: bytes) -> str | None:
+    """What the content is by its signature ("a PNG image"), or None for no known binary type."""
+    head = data[:1024]
+    for pattern, kind in SIGNATURES:
+        if pattern.match(head):
+            if kind == "a ZIP archive":
+                return next((sub for marker, sub in ZIP_KINDS if marker in data), kind)
+            return kind
+    return None
+
 
 @dataclass(frozen=True)
 class Page:
@@ -80,6 +134,12 @@ def load_bytes(data: bytes, name: str) -> LoadedFile:
         raise FileRefused(name, "the file is empty (0 bytes)")
     if suffix in PDF_SUFFIXES:
         return _load_pdf(data, name)
+    kind = sniff(data)
+    if kind is not None:  # judged by content, not by name: a renamed image or program stays out
+        advice = "rename it to .pdf" if kind == "a PDF document" else "it cannot be indexed as text"
+        raise FileRefused(
+            name, f"the file is {kind}, not {EXPECTED_KIND.get(suffix, 'text')}; {advice}"
+        )
     text = _decode_text(data, name)
     if suffix in MARKDOWN_SUFFIXES:
         return _load_markdown(text, name)
@@ -103,11 +163,15 @@ def _load_pdf(data: bytes, name: str) -> LoadedFile:
     from io import BytesIO
 
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError
+    from pypdf.errors import FileNotDecryptedError, LimitReachedError
 
     if b"%PDF-" not in data[:1024]:
+        kind = sniff(data)
         raise FileRefused(
-            name, "not a PDF (no %PDF header): the file is of another type or damaged"
+            name,
+            f"not a PDF (no %PDF header): the file is {kind}"
+            if kind
+            else "not a PDF (no %PDF header): the file is of another type or damaged",
         )
     try:
         reader = PdfReader(BytesIO(data), strict=False)
@@ -120,6 +184,8 @@ def _load_pdf(data: bytes, name: str) -> LoadedFile:
         raise FileRefused(
             name, "the PDF needs a password to open; save an unprotected copy"
         ) from None
+    except LimitReachedError as error:
+        raise FileRefused(name, _over_limits(error)) from None
     except Exception as error:  # noqa: BLE001 - hostile PDFs make pypdf raise anything at all
         raise FileRefused(
             name, f"the PDF is damaged and cannot be read ({_short(error)})"
@@ -129,11 +195,16 @@ def _load_pdf(data: bytes, name: str) -> LoadedFile:
 
     pages: list[Page] = []
     broken: list[int] = []
+    over_limits: LimitReachedError | None = None
     for index in range(page_count):
         try:
             pdf_page = reader.pages[index]
             text = _tidy(pdf_page.extract_text() or "")
             label = reader.page_labels[index] if index < len(reader.page_labels) else str(index + 1)
+        except LimitReachedError as error:  # e.g. a stream that inflates to gigabytes
+            over_limits = over_limits or error
+            broken.append(index + 1)
+            continue
         except Exception:  # noqa: BLE001 - one unreadable page must not cost the rest of the file
             broken.append(index + 1)
             continue
@@ -142,6 +213,8 @@ def _load_pdf(data: bytes, name: str) -> LoadedFile:
 
     letters = sum(len(re.sub(r"\W", "", page.text)) for page in pages)
     if letters < MIN_TEXT_CHARS:
+        if over_limits is not None:
+            raise FileRefused(name, _over_limits(over_limits))
         if broken and len(broken) == page_count:
             raise FileRefused(name, "the PDF is damaged: none of its pages could be read")
         raise FileRefused(
@@ -151,6 +224,12 @@ def _load_pdf(data: bytes, name: str) -> LoadedFile:
     if broken:
         warnings.append(f"{name}: skipped unreadable page(s) {_ranges(broken)} of {page_count}")
     return LoadedFile(pages=pages, metadata={"pages": page_count}, warnings=warnings)
+
+
+def _over_limits(error: BaseException) -> str:
+    """For pypdf's LimitReachedError: a stream inflating past 75 MB, a page tree 100 deep..."""
+    detail = re.sub(r", \d{9,}\)", ")", _short(error))  # no memory addresses of pypdf's objects
+    return f"the PDF is damaged or hostile: it trips a safety limit of the PDF reader ({detail})"
 
 
 def _ranges(numbers: list[int]) -> str:
@@ -176,7 +255,21 @@ def _short(error: BaseException) -> str:
 # --- text, Markdown, JSON -----------------------------------------------------------------------------
 
 
+UNICODE_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
 def _decode_text(data: bytes, name: str) -> str:
+    for bom, encoding in UNICODE_BOMS:  # UTF-16/32 text is full of zero bytes, yet text
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                raise FileRefused(name, f"the file is damaged {encoding.upper()} text") from None
     if b"\x00" in data[:8192]:
         raise FileRefused(name, "the file is binary, not text")
     try:
@@ -202,9 +295,9 @@ def _load_markdown(text: str, name: str) -> LoadedFile:
     match = FRONT_MATTER.match(text)
     if match:
         try:
-            front = yaml.safe_load(match.group(1))
-        except yaml.YAMLError:
-            front = None  # not front matter after all: keep it as text
+            front = yaml.load(match.group(1), Loader=_FrontMatterLoader)  # a SafeLoader
+        except (yaml.YAMLError, RecursionError):
+            front = None  # not front matter after all (or hostile): keep it as text
         if isinstance(front, dict):
             text = text[match.end() :]
             metadata = {str(k): _scalar(v) for k, v in front.items() if v is not None}
@@ -214,6 +307,16 @@ def _load_markdown(text: str, name: str) -> LoadedFile:
     loaded = _single_page(header + body, name)
     loaded.metadata.update(metadata)
     return loaded
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases: front matter never needs them, and a few nested
+    aliases ("billion laughs") expand to gigabytes once the metadata is written out."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases are not allowed in front matter")
+        return super().compose_node(parent, index)
 
 
 def _scalar(value: Any) -> str | int | float | bool:

@@ -41,7 +41,11 @@ def serve(reader: IO[bytes], writer: IO[bytes], memory_limit_mb: int) -> None:
         except FileRefused as refused:
             answer = ("refused", refused.reason)
         except MemoryError:
-            answer = ("refused", f"parsing needed more than {memory_limit_mb} MB of memory")
+            answer = (
+                "refused",
+                f"parsing needed more than {memory_limit_mb} MB of memory and was stopped; "
+                "the file is damaged, hostile or too large",
+            )
         except Exception as error:  # noqa: BLE001 - report any parser failure as this file's reason
             answer = ("refused", f"could not be parsed ({type(error).__name__}: {error})"[:300])
         pickle.dump(answer, writer)
@@ -92,7 +96,11 @@ class ParseWorker:
                 status, payload = pickle.load(process.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
                 self._kill()
-                raise FileRefused(name, "the parser crashed on this file") from None
+                raise FileRefused(
+                    name,
+                    "the parser crashed on this file (it is damaged, or built to exhaust "
+                    f"the reader's memory of {self.memory_limit_mb} MB)",
+                ) from None
         if status == "ok":
             return payload
         raise FileRefused(name, payload)
