@@ -237,7 +237,8 @@ class ChatSession:
                 f"{settings.upload_max_mb:g} MB (RAG_UPLOAD_MAX_MB)",
             )
         try:
-            stored = self.keep_upload(path, name)
+            with self.service.index.storage_faults():  # a full disk says so, as indexing would
+                stored = self.keep_upload(path, name)
             report = self.service.index.attach(
                 stored, name, chat_id=self.chat_id, collection=self.profile.collection
             )

@@ -32,5 +32,13 @@ class StorageLocked(StoreError):
     """Another process is writing to the same storage folder."""
 
 
+class StorageFull(StoreError):
+    """The disk holding the storage folder has no room left; what was stored before is intact."""
+
+
+class StorageReadOnly(StoreError):
+    """The storage folder cannot be written (a read-only mount, or no permission to write)."""
+
+
 class BackendError(RagError):
     """An LLM or embedding backend is unreachable, missing a model, or failed."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +26,14 @@ from rag.ingest import (
 )
 from rag.manifest import Manifest
 from rag.retrieve import Retriever, Source
-from rag.store import ChunkStore, chroma_client, delete_collection, list_collections
+from rag.store import (
+    ChunkStore,
+    chroma_client,
+    delete_collection,
+    ensure_room,
+    list_collections,
+    storage_faults,
+)
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,17 @@ class Index:
 
     @cached_property
     def client(self) -> Any:
-        return chroma_client(self.settings)
+        with self.storage_faults():
+            return chroma_client(self.settings)
 
     @cached_property
     def manifest(self) -> Manifest:
-        return Manifest(self.settings.manifest_path)
+        with self.storage_faults():
+            return Manifest(self.settings.manifest_path)
+
+    def storage_faults(self) -> AbstractContextManager[None]:
+        """A full or read-only storage folder surfaces as one StorageFull / StorageReadOnly error."""
+        return storage_faults(self.settings.storage_dir)
 
     def collection(self, name: str | None = None, *, check: bool = True) -> ChunkStore:
         """Open a collection; with `check`, refuse one built by another embedder."""
@@ -93,7 +106,9 @@ class Index:
         `fresh` empties the collection first (its files stay in the manifest, marked unindexed).
         """
         name = collection or self.settings.collection
-        with storage_lock(self.settings.storage_dir, wait_s=wait_s):
+        with self.storage_faults(), storage_lock(self.settings.storage_dir, wait_s=wait_s):
+            if not self.settings.chroma_host:
+                ensure_room(self.settings.storage_dir)  # before recovery, which writes too
             if fresh:
                 self.manifest.forget_hashes(name)
                 delete_collection(self.client, name)
@@ -162,7 +177,7 @@ class Index:
         ]
         if not matches:
             raise RagError(f"{file}: not in collection {name!r} (see `rag status`)")
-        with storage_lock(self.settings.storage_dir):
+        with self.storage_faults(), storage_lock(self.settings.storage_dir):
             store = self.collection(name, check=False)
             for record in matches:
                 remove_file(store, self.manifest, record.doc_id)
@@ -171,9 +186,14 @@ class Index:
     # --- reading ------------------------------------------------------------------------------------
 
     def search(self, query: str, top_k: int, collection: str | None = None) -> list[Source]:
-        return self.retriever(collection).search(query, top_k)
+        with self.storage_faults():
+            return self.retriever(collection).search(query, top_k)
 
     def status(self) -> list[CollectionStatus]:
+        with self.storage_faults():
+            return self._status()
+
+    def _status(self) -> list[CollectionStatus]:
         names = set(list_collections(self.client)) | set(self.manifest.collections())
         statuses = []
         for name in sorted(names):

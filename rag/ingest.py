@@ -7,7 +7,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from rag.errors import ConfigError, FileRefused, StorageLocked
 from rag.loaders import LoadedFile, content_hash, document_title, is_supported, unsupported_reason
 from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
 from rag.parsing import ParseWorker
-from rag.store import ChunkStore
+from rag.store import ChunkStore, ensure_room
 
 # Chunks embedded and written together. Large enough that sorting by length keeps padding low,
 # small enough for steady progress and bounded memory.
@@ -108,29 +108,33 @@ def storage_lock(storage_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
     storage_dir.mkdir(parents=True, exist_ok=True)
     lock_path = storage_dir / ".write.lock"
     deadline = time.monotonic() + wait_s
-    with open(lock_path, "a+") as handle:
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
+                    holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip()
                     raise StorageLocked(
-                        f"{storage_dir} is being written by {holder}; "
+                        f"{storage_dir} is being written by {holder or 'another process'}; "
                         "wait for it to finish and retry"
                     ) from None
                 time.sleep(0.1)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        # Who holds the lock is only a courtesy for the next writer's message: a full disk must not
+        # stop a run here (unbuffered, so nothing is left to fail when the file is closed).
+        with suppress(OSError):
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"pid {os.getpid()}".encode(), 0)
         try:
             yield
         finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            with suppress(OSError):
+                os.ftruncate(descriptor, 0)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 class Indexer:
@@ -245,6 +249,7 @@ class Indexer:
         )
         for start in range(0, len(nodes), EMBED_GROUP):
             group = nodes[start : start + EMBED_GROUP]
+            self.ensure_room(len(group))
             vectors = self.embedder.get_text_embedding_batch([embed_text(node) for node in group])
             for node, vector in zip(group, vectors, strict=True):
                 node.embedding = vector
@@ -259,6 +264,11 @@ class Indexer:
         self.manifest.finish(self.collection, source.doc_id)
         self.store.bump_revision()
         report.indexed.append(name)
+
+    def ensure_room(self, chunks: int) -> None:
+        """Stop before a write the disk under storage/ cannot take (a Chroma server has its own)."""
+        if not self.settings.chroma_host:
+            ensure_room(self.settings.storage_dir, chunks)
 
     def chunk(self, loaded: LoadedFile, source: SourceFile, digest: str) -> list[TextNode]:
         """Split page by page (a chunk never spans two pages) into nodes with deterministic ids."""

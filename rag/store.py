@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
@@ -13,12 +17,111 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag.config import Settings
-from rag.errors import EmbedderMismatch, StoreError
+from rag.errors import EmbedderMismatch, RagError, StorageFull, StorageReadOnly, StoreError
 
 # Chroma reads this at import time; set it before anything imports chromadb.
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 WRITE_BATCH = 1000
+
+# Writes stop while less than this is free under storage/. Embedded Chroma that runs out of space
+# half-way through applying a write cannot recover in that process (later calls fail or hang until
+# it exits), so the space is checked before each write instead of discovered by failing.
+STORAGE_RESERVE_MB = 32
+# A generous upper bound of what one chunk adds on disk (vector, text, metadata, keyword index, log).
+CHUNK_DISK_BYTES = 64 * 1024
+
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+# --- a full or read-only storage folder ------------------------------------------------------------
+
+
+def storage_full(folder: Path) -> StorageFull:
+    free_mb = free_bytes(folder) / 2**20
+    return StorageFull(
+        f"{folder} is full (no space left on device: {free_mb:.1f} MB free, writing needs "
+        f"{STORAGE_RESERVE_MB} MB): free some space and try again; nothing already indexed was lost"
+    )
+
+
+def storage_read_only(folder: Path, reason: str = "read-only file system") -> StorageReadOnly:
+    return StorageReadOnly(
+        f"{folder} is read-only ({reason}): make it writable (remount it read-write or fix its "
+        "permissions) and try again; nothing already indexed was lost"
+    )
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """The folder itself, or its closest parent that exists (storage/ may not be created yet)."""
+    path = folder.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def free_bytes(folder: Path) -> int:
+    stats = os.statvfs(_nearest_existing(folder))
+    return stats.f_bavail * stats.f_frsize
+
+
+def is_read_only(folder: Path) -> bool:
+    path = _nearest_existing(folder)
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY) or not os.access(path, os.W_OK)
+
+
+def ensure_room(folder: Path, chunks: int = 0) -> None:
+    """Refuse to start a write into `folder` that the disk cannot take (see STORAGE_RESERVE_MB)."""
+    if is_read_only(folder):
+        raise storage_read_only(folder)
+    needed = STORAGE_RESERVE_MB * 2**20 + chunks * CHUNK_DISK_BYTES
+    if free_bytes(folder) < needed:
+        raise storage_full(folder)
+
+
+def storage_fault(error: BaseException, folder: Path) -> StoreError | None:
+    """What `error` means for the user when it comes from a full or read-only disk, else None.
+
+    The cause surfaces as an OSError (ENOSPC, EROFS), as SQLite's "database or disk is full" or
+    "attempt to write a readonly database", or as a Chroma error that names no cause at all; the last
+    is explained by looking at the disk itself.
+    """
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in FULL_ERRNOS:
+            return storage_full(folder)
+        if isinstance(cause, OSError) and cause.errno in READ_ONLY_ERRNOS:
+            return storage_read_only(folder, (cause.strerror or "not writable").lower())
+        text = str(cause).lower()
+        if "disk is full" in text or "no space left" in text:
+            return storage_full(folder)
+        if "readonly database" in text or "read-only file system" in text:
+            return storage_read_only(folder)
+        cause = cause.__cause__ or cause.__context__
+    from chromadb.errors import ChromaError
+
+    if isinstance(error, (sqlite3.Error, ChromaError, StoreError)):
+        if is_read_only(folder):
+            return storage_read_only(folder)
+        if free_bytes(folder) < STORAGE_RESERVE_MB * 2**20:
+            return storage_full(folder)
+    return None
+
+
+@contextmanager
+def storage_faults(folder: Path) -> Iterator[None]:
+    """Reads and writes of storage/ inside this block fail on a full or read-only disk with one
+    StorageFull or StorageReadOnly error, whichever layer (file, SQLite, Chroma) noticed it."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, RagError) and type(error) is not StoreError:
+            raise  # already says what is wrong (locked, refused file, wrong embedder, ...)
+        fault = storage_fault(error, folder)
+        if fault is None:
+            raise
+        raise fault from error
 
 
 @dataclass(frozen=True)
