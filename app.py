@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,13 @@ server_app.add_middleware(
 
 @cl.on_app_startup
 async def startup() -> None:
+    # Answers wait in worker threads for the one LLM, attachments for the write lock. The default
+    # pool (CPUs + 4 threads) then starves Chainlit's own file I/O (aiofiles) and /healthz, which
+    # use it too: under 20 chats an upload hung for minutes. Waiting threads cost little.
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=128, thread_name_prefix="app"))
     service.start_sync()
-    asyncio.get_running_loop().run_in_executor(None, service.warm_up)
+    loop.run_in_executor(None, service.warm_up)
 
 
 def profile_icon(name: str) -> str:

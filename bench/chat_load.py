@@ -3,6 +3,7 @@
     .venv/bin/python bench/chat_load.py [--chats 20] [--url http://127.0.0.1:8000]
                                         [--max-new-tokens 32] [--format mixed|txt|pdf]
                                         [--timeout 480] [--models-cache DIR] [--keep]
+                                        [--duration SECONDS [--think 3] [--seed 7] [--json]]
 
 Without --url it starts the real app (`chainlit run app.py --headless`, as tests/ui/conftest.py
 does) on a free 127.0.0.1 port with its own temp storage and an empty data folder, the embedded LLM
@@ -35,15 +36,29 @@ time to the end of the Search step, errors (a refused upload, a warning or error
 disconnect or a timeout), leaks, how many answers cite their own attachment and say their own code,
 and the app's peak RSS (VmHWM of the chainlit process, when the bench started it).
 
-Traffic goes to 127.0.0.1 only; every wait is bounded (--timeout per chat, 180 s for start-up).
+With --duration the run is a soak: after their first answer the chats go on until the time is
+up (the answer in flight is waited for), each turn after a pause of up to --think seconds: mostly a
+follow-up question (condensed with the chat's history), sometimes the same file attached again
+(indexed once), one more file with a new code word (up to 4 per chat), or the tab closed and a new
+chat opened with its own attachment. The app's VmRSS is sampled every --sample-every seconds.
+Reported beside their goals: errors, leaks (over every attachment of the run), chats without an
+answer, the RSS at the start, after warm-up (the moment every chat has its first answer: models,
+keyword index and the first sessions are in memory), at the end (all chats closed), its peak, and
+the growth after warm-up, also per answered question. --json prints all of it as one object (the
+tests read it).
+
+Traffic goes to 127.0.0.1 only; every wait is bounded (--timeout per chat, or per question in a
+soak; 180 s for start-up).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -67,7 +82,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 STARTUP_TIMEOUT_S = 180.0
 CODE_WORD = re.compile(r"\bKX-\d{4}\b")
-ATTACHMENT_NAME = re.compile(r"\bloadtest-chat-\d{2,}\.(?:pdf|txt)\b")
+ATTACHMENT_NAME = re.compile(r"\bloadtest-chat-\d{2,}(?:-\d{3,})?\.(?:pdf|txt)\b")
 FILLER = (
     "This note belongs to a load test of the document chat. It describes a fictional storage "
     "room with shelves of archive boxes, a ledger of deliveries, and the opening hours of the "
@@ -79,15 +94,14 @@ FILLER = (
 # --- the attachments ---------------------------------------------------------------------------
 
 
-def code_word(chat: int) -> str:
-    return f"KX-{1000 + chat:04d}"
+def code_word(serial: int) -> str:
+    """The code word of attachment `serial` (a chat's first attachment has the chat's number)."""
+    return f"KX-{1000 + serial:04d}"
 
 
-def attachment_text(chat: int) -> str:
-    return (
-        f"Chat {chat} code is {code_word(chat)}. {FILLER} "
-        f"Remember: the code of chat {chat} is {code_word(chat)}."
-    )
+def attachment_text(chat: int, serial: int | None = None) -> str:
+    code = code_word(chat if serial is None else serial)
+    return f"Chat {chat} code is {code}. {FILLER} Remember: the code of chat {chat} is {code}."
 
 
 def question(chat: int) -> str:
@@ -134,22 +148,25 @@ class Attachment:
     name: str
     mime: str
     data: bytes
+    serial: int | None = None  # unique in a run; None: the chat's first one, numbered as the chat
 
     @property
     def code(self) -> str:
-        return code_word(self.chat)
+        return code_word(self.chat if self.serial is None else self.serial)
 
 
-def make_attachment(chat: int, kind: str, folder: Path) -> Attachment:
+def make_attachment(chat: int, kind: str, folder: Path, serial: int | None = None) -> Attachment:
+    """Chat `chat`'s attachment: its first (serial None) or a later one with its own code word."""
     if kind == "mixed":
-        kind = "pdf" if chat % 2 == 0 else "txt"
-    text = attachment_text(chat)
+        kind = "pdf" if (chat if serial is None else serial) % 2 == 0 else "txt"
+    text = attachment_text(chat, serial)
+    stem = f"loadtest-chat-{chat:02d}" + ("" if serial is None else f"-{serial:03d}")
     if kind == "pdf":
-        name, mime, data = f"loadtest-chat-{chat:02d}.pdf", "application/pdf", pdf_bytes(text)
+        name, mime, data = f"{stem}.pdf", "application/pdf", pdf_bytes(text)
     else:
-        name, mime, data = f"loadtest-chat-{chat:02d}.txt", "text/plain", text.encode()
+        name, mime, data = f"{stem}.txt", "text/plain", text.encode()
     (folder / name).write_bytes(data)  # kept with --keep, for a look at what was sent
-    return Attachment(chat, name, mime, data)
+    return Attachment(chat, name, mime, data, serial)
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -218,6 +235,21 @@ class App:
     def log(self) -> Path:
         return self.home / "server.log"
 
+    @property
+    def app_root(self) -> Path:
+        """Chainlit's APP_ROOT: the project's UI files, but its own `.files/` for the uploads.
+
+        Chainlit deletes APP_ROOT/.files when a server stops: with the checkout as APP_ROOT, any
+        other `chainlit run` there that stops deletes this run's uploads mid-chat.
+        """
+        root = self.home / "app-root"
+        root.mkdir(exist_ok=True)
+        for name in (".chainlit", "public", "chainlit.md"):
+            link = root / name
+            if (ROOT / name).exists() and not link.is_symlink():
+                link.symlink_to(ROOT / name)
+        return root
+
     def env(self) -> dict[str, str]:
         # Chainlit reads CI, HEADLESS, DEBUG, WATCH... unprefixed (CI=true fakes an OpenAI key).
         chainlit_flags = {"CI", "HEADLESS", "DEBUG", "WATCH", "NO_CACHE", "RUN_TARGET"}
@@ -234,6 +266,7 @@ class App:
             RAG_MAX_NEW_TOKENS=str(self.max_new_tokens),
             RAG_TEMPERATURE="0",
             HF_HUB_OFFLINE="1",
+            CHAINLIT_APP_ROOT=str(self.app_root),
         )
         return env
 
@@ -287,17 +320,50 @@ class App:
 
 
 @dataclass
-class ChatResult:
-    chat: int
-    attachment: Attachment
+class Turn:
+    """One question and its answer."""
+
+    question: str
     ttft: float | None = None  # seconds from sending the question
     search: float | None = None  # end of the Search step
     total: float | None = None  # task_end: the handler is done
     answer: str = ""
+
+
+@dataclass
+class ChatResult:
+    chat: int
+    attachment: Attachment  # the chat's first attachment
+    own: list[Attachment] = field(default_factory=list)  # every attachment this chat sent
+    turns: list[Turn] = field(default_factory=list)
     cited: set[str] = field(default_factory=set)  # file names the app cited to this chat
     codes: set[str] = field(default_factory=set)  # code words shown to this chat
     errors: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> Turn:
+        return self.turns[0] if self.turns else Turn("")
+
+    @property
+    def ttft(self) -> float | None:
+        return self.first.ttft
+
+    @property
+    def search(self) -> float | None:
+        return self.first.search
+
+    @property
+    def total(self) -> float | None:
+        return self.first.total
+
+    @property
+    def answer(self) -> str:
+        return self.first.answer
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for turn in self.turns if turn.total is not None)
 
     @property
     def ok(self) -> bool:
@@ -314,7 +380,7 @@ def cited_files(text: str) -> set[str]:
 
 
 class Chat:
-    """One browser tab's worth of protocol, without the browser."""
+    """One browser tab's worth of protocol, without the browser: connect, upload, ask, ask..."""
 
     def __init__(
         self, url: str, cookie: str, attachment: Attachment, profile: str | None, timeout: float
@@ -325,31 +391,32 @@ class Chat:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.sio.on("*", self.on_event)
         self.sio.on("disconnect", self.on_disconnect)
+        self.turn: Turn | None = None  # the question being answered
         self.sent_at: float | None = None
         self.started = False  # task_start of our message seen
         self.reply_id: str | None = None
         self.done = asyncio.Event()
         self.ready = asyncio.Event()  # uploaded, or failed before asking
         self.closing = False
-        self.texts: list[str] = []  # everything the app showed after the question
+        self.texts: list[str] = []  # everything the app showed after a question
 
     def elapsed(self) -> float:
         assert self.sent_at is not None
         return time.perf_counter() - self.sent_at
 
     async def on_disconnect(self, *args: Any) -> None:
-        if not self.done.is_set() and not self.closing:
-            self.result.errors.append("disconnected before the answer ended")
+        if not self.closing:
+            self.result.errors.append("disconnected by the app")
             self.done.set()
 
     async def on_event(self, event: str, data: Any = None) -> None:
-        if self.sent_at is None:
+        turn = self.turn
+        if turn is None or self.done.is_set():
             return
-        result = self.result
         if event == "task_start":
             self.started = True
         elif event == "task_end" and self.started:
-            result.total = self.elapsed()
+            turn.total = self.elapsed()
             self.done.set()
         elif event in ("stream_start", "new_message", "update_message") and isinstance(data, dict):
             kind, output = data.get("type"), str(data.get("output") or "")
@@ -357,19 +424,20 @@ class Chat:
                 return
             self.texts.append(output)
             if data.get("isError") or (kind == "assistant_message" and output.startswith("⚠️")):
-                result.errors.append(f"message: {output[:200]}")
+                self.result.errors.append(f"message: {output[:200]}")
             if kind == "retrieval" and event == "update_message" and data.get("end"):
-                result.search = result.search or self.elapsed()
-            if kind == "assistant_message" and event == "stream_start" and result.ttft is None:
-                result.ttft, self.reply_id = self.elapsed(), data.get("id")
+                turn.search = turn.search or self.elapsed()
+            if kind == "assistant_message" and event == "stream_start" and turn.ttft is None:
+                turn.ttft, self.reply_id = self.elapsed(), data.get("id")
             if kind == "assistant_message" and data.get("id") == self.reply_id:
-                result.answer = output
+                turn.answer = output
         elif event == "stream_token" and isinstance(data, dict) and data.get("id") == self.reply_id:
-            result.answer += str(data.get("token") or "")
+            turn.answer += str(data.get("token") or "")
         elif event == "element" and isinstance(data, dict):
             self.texts.append(f"{data.get('name', '')}\n{data.get('content') or ''}")
 
     async def run(self, http: httpx.AsyncClient, go: asyncio.Event) -> ChatResult:
+        """The one-shot chat: connect, upload, wait for `go`, ask once, close."""
         result = self.result
         try:
             await asyncio.wait_for(self._run(http, go), self.timeout)
@@ -385,6 +453,13 @@ class Chat:
 
     async def _run(self, http: httpx.AsyncClient, go: asyncio.Event) -> None:
         attachment = self.result.attachment
+        await self.connect()
+        file_id = await self.upload(http, attachment)
+        self.ready.set()
+        await go.wait()  # every chat is connected and has uploaded: ask all at once
+        await self.ask(question(attachment.chat), [file_id])
+
+    async def connect(self) -> None:
         await self.sio.connect(
             self.url,
             headers={"Cookie": self.cookie},
@@ -400,6 +475,9 @@ class Chat:
             wait_timeout=30,
         )
         await self.sio.emit("connection_successful")
+
+    async def upload(self, http: httpx.AsyncClient, attachment: Attachment) -> str:
+        """Upload a file into this chat's session, as the paper clip does; returns its id."""
         upload = await http.post(
             f"{self.url}/project/file",
             params={"session_id": self.session_id},
@@ -408,23 +486,32 @@ class Chat:
         )
         if upload.status_code != 200:
             raise RuntimeError(f"upload refused: HTTP {upload.status_code} {upload.text[:200]}")
-        file_id = upload.json()["id"]
-        self.ready.set()
-        await go.wait()  # every chat is connected and has uploaded: ask all at once
+        if attachment not in self.result.own:
+            self.result.own.append(attachment)
+        return str(upload.json()["id"])
+
+    async def ask(self, text: str, file_ids: list[str] | None = None) -> Turn:
+        """Send one message (with uploaded files) and wait until its handler is done."""
+        turn = Turn(text)
+        self.result.turns.append(turn)
+        self.turn, self.started, self.reply_id = turn, False, None
+        self.done = asyncio.Event()
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         message = {
             "id": str(uuid.uuid4()),
             "threadId": "",
             "name": "User",
             "type": "user_message",
-            "output": question(attachment.chat),
+            "output": text,
             "createdAt": now,
         }
         self.sent_at = time.perf_counter()
-        await self.sio.emit(
-            "client_message", {"message": message, "fileReferences": [{"id": file_id}]}
-        )
+        references = [{"id": file_id} for file_id in file_ids or []]
+        await self.sio.emit("client_message", {"message": message, "fileReferences": references})
         await self.done.wait()
+        if turn.total is not None and turn.ttft is None and not self.result.errors:
+            self.result.errors.append(f"the answer to {text!r} ended without any token")
+        return turn
 
     async def close(self) -> None:
         self.closing = True
@@ -437,24 +524,23 @@ class Chat:
 
     def judge(self) -> None:
         result = self.result
-        if result.total is not None and result.ttft is None and not result.errors:
-            result.errors.append("the answer ended without any token")
         for text in self.texts:
             result.cited |= cited_files(text)
             result.codes |= set(CODE_WORD.findall(text))
 
 
-def judge_leaks(results: list[ChatResult], others: dict[str, Attachment]) -> None:
+def judge_leaks(results: list[ChatResult], everyone: dict[str, Attachment]) -> None:
     """A chat shown a file name or a code word of any other chat's attachment has a leak."""
-    names = {a.name: a for a in others.values()}
-    codes = {a.code: a for a in others.values()}
+    names = {a.name: a for a in everyone.values()}
+    codes = {a.code: a for a in everyone.values()}
     for result in results:
-        own = result.attachment
+        own = result.own or [result.attachment]
+        own_names, own_codes = {a.name for a in own}, {a.code for a in own}
         for name in sorted(result.cited):
-            if name in names and name != own.name:
+            if name in names and name not in own_names:
                 result.leaks.append(f"cites {name} (chat {names[name].chat})")
         for code in sorted(result.codes):
-            if code in codes and code != own.code:
+            if code in codes and code not in own_codes:
                 result.leaks.append(f"shows {code} (chat {codes[code].chat})")
 
 
@@ -569,6 +655,339 @@ def report(
     return 1 if errors or leaks else 0
 
 
+# --- the soak ----------------------------------------------------------------------------------
+
+# What a chat does after its first answer, until the time is up (the rest: a follow-up question).
+P_NEW_CHAT = 0.10  # close the tab and open a new chat, with a new attachment of its own
+P_REATTACH = 0.15  # attach the same file again: indexed once, "already indexed in this chat"
+P_NEW_FILE = 0.15  # attach one more file, with a new code word
+MAX_FILES_PER_CHAT = 4
+FOLLOW_UPS = (
+    "Can you repeat that code?",
+    "Which file says so?",
+    "What are the opening hours of the front desk?",
+    "What do visitors do when they arrive?",
+)
+# RSS growth after warm-up the soak must stay under. Measured with 20 chats for 300 s on 2 cores:
+# +15 MB over 28 answers, samples swinging by ~65 MB around that (generation buffers, GC).
+GOAL_GROWTH_MB = 150.0
+
+
+@dataclass
+class Sample:
+    seconds: float  # since the chats started asking
+    rss_mb: float  # VmRSS of the app process
+    answered: int  # questions answered so far, over all chats
+
+
+@dataclass
+class Soak:
+    """What the chats of a soak share: the clock, numbering, every attachment given out, RSS."""
+
+    args: argparse.Namespace
+    app: App | None
+    folder: Path
+    started: float = 0.0
+    everyone: dict[str, Attachment] = field(default_factory=dict)
+    results: list[ChatResult] = field(default_factory=list)
+    next_chat: int = 0
+    next_serial: int = 0
+    answered: int = 0
+    uploaded: int = 0  # chats ready to ask their first question (or failed before)
+    first_round: int = 0  # chats whose first question is over
+    reattached: int = 0
+    new_files: int = 0
+    warm: Sample | None = None  # when every chat had its first answer
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.args.duration
+
+    def time_left(self) -> bool:
+        return time.perf_counter() < self.deadline
+
+    def sample(self) -> Sample | None:
+        status = self.app.status() if self.app else {}
+        if "VmRSS" not in status:
+            return None
+        seconds = time.perf_counter() - self.started
+        sample = Sample(round(seconds, 1), status["VmRSS"] / 1024, self.answered)
+        self.samples.append(sample)
+        return sample
+
+    def attachment(self, chat: int, first: bool) -> Attachment:
+        serial = None
+        if not first:
+            self.next_serial += 1
+            serial = self.next_serial
+        attachment = make_attachment(chat, self.args.format, self.folder, serial)
+        self.everyone[attachment.name] = attachment
+        return attachment
+
+    def new_chat(self, url: str, cookie: str, number: int | None = None) -> Chat:
+        if number is None:
+            self.next_chat += 1
+            number = self.next_chat
+        attachment = self.attachment(number, first=True)
+        chat = Chat(url, cookie, attachment, self.args.profile, self.args.timeout)
+        self.results.append(chat.result)
+        return chat
+
+    async def ask(self, chat: Chat, text: str, file_ids: list[str] | None = None) -> bool:
+        """One question, bounded by --timeout; False once this chat has an error."""
+        try:
+            turn = await asyncio.wait_for(chat.ask(text, file_ids), self.args.timeout)
+        except TimeoutError:
+            chat.result.errors.append(f"{text!r}: no answer within {self.args.timeout:.0f} s")
+            return False
+        if turn.total is not None:
+            self.answered += 1
+        return not chat.result.errors
+
+
+async def soak_chat(
+    soak: Soak, slot: int, url: str, cookie: str, http: httpx.AsyncClient, go: asyncio.Event
+) -> Chat:
+    """One tab: the first question with its attachment at `go`, then follow-ups, re-attached and
+    new files, and sometimes a new chat, until the time is up (the last answer is waited for)."""
+    rng = random.Random(f"{soak.args.seed}-{slot}")
+    chat = soak.new_chat(url, cookie, number=slot)
+    attachment = chat.result.attachment
+    first_done = False
+    try:
+        await asyncio.wait_for(chat.connect(), 60)
+        file_id = await chat.upload(http, attachment)
+        soak.uploaded += 1
+        await go.wait()
+        ok = await soak.ask(chat, question(attachment.chat), [file_id])
+        first_done = True
+        soak.first_round += 1
+        if soak.first_round == soak.args.chats:
+            soak.warm = soak.sample()
+        while ok and (soak.time_left() or chat.result.answered < soak.args.min_answers):
+            await asyncio.sleep(rng.uniform(0, soak.args.think))
+            if not soak.time_left() and chat.result.answered >= soak.args.min_answers:
+                break
+            roll = rng.random() if soak.time_left() else 1.0  # overtime: follow-ups only
+            number = chat.result.chat
+            if roll < P_NEW_CHAT:
+                await chat.close()
+                chat.judge()
+                chat = soak.new_chat(url, cookie)
+                attachment = chat.result.attachment
+                await asyncio.wait_for(chat.connect(), 60)
+                file_id = await chat.upload(http, attachment)
+                ok = await soak.ask(chat, question(attachment.chat), [file_id])
+            elif roll < P_NEW_CHAT + P_REATTACH:
+                soak.reattached += 1
+                file_id = await chat.upload(http, attachment)
+                ok = await soak.ask(chat, question(number), [file_id])
+            elif roll < P_NEW_CHAT + P_REATTACH + P_NEW_FILE and (
+                len(chat.result.own) < MAX_FILES_PER_CHAT
+            ):
+                soak.new_files += 1
+                attachment = soak.attachment(number, first=False)
+                file_id = await chat.upload(http, attachment)
+                ok = await soak.ask(chat, question(number), [file_id])
+            else:
+                ok = await soak.ask(chat, rng.choice(FOLLOW_UPS))
+    except Exception as error:  # noqa: BLE001 - one chat's failure is a result, not a crash
+        chat.result.errors.append(f"{type(error).__name__}: {error}"[:300])
+    finally:
+        if not go.is_set():
+            soak.uploaded += 1
+        if not first_done:
+            soak.first_round += 1
+            if soak.first_round == soak.args.chats:
+                soak.warm = soak.sample()
+        await chat.close()
+        chat.judge()
+    return chat
+
+
+async def run_soak(url: str, cookie: str, soak: Soak) -> None:
+    """All chats connect and upload, ask at once, and go on until --duration is over."""
+    args = soak.args
+    soak.next_chat = args.chats  # later chats are numbered after the first ones
+    soak.next_serial = 100 + args.chats  # later attachments' code words, apart from the chats'
+    limits = httpx.Limits(max_connections=args.chats + 4)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        go = asyncio.Event()
+        tasks = [
+            asyncio.create_task(soak_chat(soak, slot, url, cookie, http, go))
+            for slot in range(1, args.chats + 1)
+        ]
+        # Ask together once every chat has uploaded (or failed to), at most 60 s from now.
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline and soak.uploaded < args.chats:
+            await asyncio.sleep(0.1)
+        soak.started = time.perf_counter()
+        soak.sample()
+        go.set()
+
+        async def sampler() -> None:
+            every_minute = max(1, round(60 / args.sample_every))
+            while True:
+                await asyncio.sleep(args.sample_every)
+                last = soak.sample()
+                if last is not None and len(soak.samples) % every_minute == 0:
+                    say(f"{last.seconds:.0f} s: {last.answered} answers, RSS {last.rss_mb:.0f} MB")
+
+        sampling = asyncio.create_task(sampler())
+        await asyncio.gather(*tasks)
+        sampling.cancel()
+    await asyncio.sleep(2)  # the app lets go of the closed sessions
+    soak.sample()
+
+
+def soak_summary(soak: Soak) -> dict[str, Any]:
+    """Everything the soak measured, as plain data (printed, or --json for the tests)."""
+    results = soak.results
+    judge_leaks(results, soak.everyone)
+    turns = [turn for result in results for turn in result.turns]
+    totals = [turn.total for turn in turns if turn.total is not None]
+    ttfts = [turn.ttft for turn in turns if turn.ttft is not None]
+    first = soak.samples[0] if soak.samples else None
+    end = soak.samples[-1] if soak.samples else None
+    warm = soak.warm
+    peak = soak.app.status().get("VmHWM") if soak.app else None
+    summary: dict[str, Any] = {
+        "chats": soak.args.chats,
+        "duration_s": soak.args.duration,
+        "max_new_tokens": soak.args.max_new_tokens,
+        "sessions": len(results),
+        "answered": len(totals),
+        "answered_per_chat": {str(r.chat): r.answered for r in results},
+        "reattached": soak.reattached,
+        "new_files": soak.new_files,
+        "attachments": len(soak.everyone),
+        "full_answer_s": quantiles(totals),
+        "first_token_s": quantiles(ttfts),
+        "errors": [f"chat {r.chat}: {error}" for r in results for error in r.errors],
+        "leaks": [f"chat {r.chat}: {leak}" for r in results for leak in r.leaks],
+        "own_code_answers": sum(
+            1 for r in results for t in r.turns if any(a.code in t.answer for a in r.own)
+        ),
+        "rss_samples": [[s.seconds, round(s.rss_mb, 1), s.answered] for s in soak.samples],
+        "rss_start_mb": round(first.rss_mb, 1) if first else None,
+        "rss_warm_mb": round(warm.rss_mb, 1) if warm else None,
+        "warm_at_s": warm.seconds if warm else None,
+        "rss_end_mb": round(end.rss_mb, 1) if end else None,
+        "rss_peak_mb": round(peak / 1024, 1) if peak else None,
+    }
+    if warm and end:
+        after = max(end.answered - warm.answered, 0)
+        growth = end.rss_mb - warm.rss_mb
+        later = [s.rss_mb for s in soak.samples if s.seconds >= warm.seconds]
+        summary |= {
+            "answered_after_warm": after,
+            "growth_mb": round(growth, 1),
+            "growth_per_answer_kb": round(growth * 1024 / after, 1) if after else None,
+            "max_after_warm_mb": round(max(later), 1),
+        }
+    return summary
+
+
+def quantiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "p50": round(percentile(values, 50), 2),
+        "p95": round(percentile(values, 95), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def soak_report(summary: dict[str, Any]) -> int:
+    """The soak's numbers, each beside its goal, as the other benches print them."""
+
+    def spread(q: dict[str, float] | None) -> str:
+        return f"p50 {q['p50']:.1f} s, p95 {q['p95']:.1f} s, max {q['max']:.1f} s" if q else "-"
+
+    answered = summary["answered"]
+    counts = sorted(summary["answered_per_chat"].values())
+    print(
+        f"chat soak: {summary['chats']} concurrent chats for {summary['duration_s']:.0f} s, "
+        f"max_new_tokens={summary['max_new_tokens']}: {summary['sessions']} chats in all "
+        f"({summary['sessions'] - summary['chats']} opened later), {summary['attachments']} "
+        f"attachments ({summary['new_files']} added later, {summary['reattached']} re-attached)"
+    )
+    print(
+        f"answers: {answered} (per chat min {counts[0] if counts else 0}, "
+        f"median {counts[len(counts) // 2] if counts else 0}, max {counts[-1] if counts else 0}); "
+        f"full answer {spread(summary['full_answer_s'])}; "
+        f"first token {spread(summary['first_token_s'])}"
+    )
+    growth = summary.get("growth_mb")
+    rows = [
+        ("errors", str(len(summary["errors"])), "0", verdict(not summary["errors"])),
+        ("cross-chat leaks", str(len(summary["leaks"])), "0", verdict(not summary["leaks"])),
+        (
+            "chats that got answers",
+            f"{sum(1 for n in counts if n)}/{len(counts)}",
+            "all",
+            verdict(all(counts)),
+        ),
+    ]
+    if summary["rss_warm_mb"] is not None:
+        rows += [
+            ("RSS at the start (models loaded)", f"{summary['rss_start_mb']:.0f} MB", "-", ""),
+            (
+                "RSS after warm-up",
+                f"{summary['rss_warm_mb']:.0f} MB (every chat answered once, "
+                f"{summary['warm_at_s']:.0f} s)",
+                "-",
+                "",
+            ),
+            ("RSS at the end (chats closed)", f"{summary['rss_end_mb']:.0f} MB", "-", ""),
+            ("peak RSS (VmHWM)", f"{summary['rss_peak_mb']:.0f} MB", "-", ""),
+        ]
+    if growth is not None:
+        per = summary["growth_per_answer_kb"]
+        rows += [
+            (
+                "RSS growth after warm-up",
+                f"{growth:+.0f} MB over {summary['answered_after_warm']} answers "
+                f"({'-' if per is None else f'{per:+.0f} kB'} per answer; "
+                f"max after warm-up {summary['max_after_warm_mb']:.0f} MB)",
+                f"<= {GOAL_GROWTH_MB:.0f} MB",
+                verdict(growth <= GOAL_GROWTH_MB),
+            )
+        ]
+    else:
+        rows.append(("RSS", "not measured (--url, or no warm-up point)", "-", ""))
+    table(rows)
+    over_time = summary["rss_samples"]
+    step = max(1, len(over_time) // 12)
+    shown = over_time[::step] + ([over_time[-1]] if (len(over_time) - 1) % step else [])
+    print(
+        "RSS over time (s: MB, answers): "
+        + ", ".join(f"{s:.0f}: {mb:.0f} ({n})" for s, mb, n in shown)
+    )
+    for message in summary["errors"] + summary["leaks"]:
+        print(f"  {message}")
+    ok = not summary["errors"] and not summary["leaks"] and all(counts)
+    return 0 if ok and (growth is None or growth <= GOAL_GROWTH_MB) else 1
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def table(rows: list[tuple[str, str, str, str]]) -> None:
+    header = ("measure", "result", "goal", "")
+    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(4)]
+    rule = "  ".join("-" * w for w in widths)
+    print(rule)
+    for row in [header, None, *rows]:
+        if row is None:
+            print(rule)
+            continue
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(rule)
+
+
 async def bench(args: argparse.Namespace, url: str, app: App | None, folder: Path) -> int:
     async with httpx.AsyncClient(timeout=30) as http:
         cookie = await login(http, url, args.user, args.password)
@@ -583,6 +1002,14 @@ async def bench(args: argparse.Namespace, url: str, app: App | None, folder: Pat
         warm = (await run_chats(url, cookie, [warm_attachment], args))[0]
         if not warm.ok:
             say(f"warm-up chat failed: {warm.errors}")
+    if args.duration:
+        soak = Soak(args, app, folder, everyone=everyone, results=[warm] if warm else [])
+        await run_soak(url, cookie, soak)
+        summary = soak_summary(soak)
+        if args.json:
+            print(json.dumps(summary))
+            return 0
+        return soak_report(summary)
     attachments = [make_attachment(chat, args.format, folder) for chat in range(1, args.chats + 1)]
     everyone |= {a.name: a for a in attachments}
     say(f"{args.chats} chats: connect, upload, then all ask at once")
@@ -617,12 +1044,35 @@ def main(argv: list[str] | None = None) -> int:
         help="folder with (or to receive) the converted embedded model; "
         "default ./storage/models if it exists",
     )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="soak: every chat keeps asking (follow-ups, re-attached and new files, new chats) "
+        "for this many seconds, with the app's RSS sampled over time (default: ask once)",
+    )
+    parser.add_argument(
+        "--think", type=float, default=3.0, help="soak: max pause between turns (3)"
+    )
+    parser.add_argument(
+        "--sample-every", type=float, default=2.0, help="soak: seconds between RSS samples (2)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="soak: what each chat does next (7)")
+    parser.add_argument(
+        "--min-answers",
+        type=int,
+        default=1,
+        help="soak: a chat goes on past --duration until it has this many answers (1)",
+    )
+    parser.add_argument("--json", action="store_true", help="soak: print one JSON object")
     parser.add_argument("--no-warm-up", action="store_true", help="skip the untimed first chat")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (log, storage)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per chat")
     args = parser.parse_args(argv)
     if args.chats < 1:
         parser.error("--chats must be at least 1")
+    if args.json and not args.duration:
+        parser.error("--json goes with --duration (the soak)")
 
     work = Path(tempfile.mkdtemp(prefix="rag-chat-load-"))
     app = None
