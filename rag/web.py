@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
+
+logger = logging.getLogger(__name__)
 
 # Decides whether a request may see something; the UI layer knows how its users log in.
 RequestCheck = Callable[[Any], Awaitable[bool]]
@@ -54,7 +57,8 @@ class UploadLimitMiddleware:
     body must be stopped here, from its declared length. A body without a declared length
     (chunked) is refused too: browsers always declare it, and the server never reads more than
     the declared length. The refused body is read and dropped piece by piece (memory stays flat),
-    so the client sees the 413 instead of a connection reset.
+    so the client sees the 413 instead of a connection reset. An empty file gets a 422 with its
+    reason.
     """
 
     def __init__(self, app: Any, path_suffix: str, max_bytes: int, limit_text: str) -> None:
@@ -74,14 +78,37 @@ class UploadLimitMiddleware:
             if int(length) > self.max_bytes:
                 await self._refuse(receive, send, 413, f"the file is over {self.limit_text}")
                 return
+            await self._upload(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _refuse(receive: Any, send: Any, status: int, detail: str) -> None:
-        while True:
+    async def _upload(self, scope: Any, receive: Any, send: Any) -> None:
+        """Pass the upload on; the UI's route fails on an empty file with a ValueError (a 500
+        with a traceback): answer 422 with the reason instead, as for any refused file."""
+        answered = False
+
+        async def watch(message: Any) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except ValueError as error:
+            if answered:
+                raise
+            logger.warning("upload refused: %s", error)
+            await self._respond(send, 422, "the file is empty (0 bytes) or could not be read")
+
+    async def _refuse(self, receive: Any, send: Any, status: int, detail: str) -> None:
+        while True:  # read and drop the body, so the client gets the answer, not a reset
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
+        await self._respond(send, status, detail)
+
+    @staticmethod
+    async def _respond(send: Any, status: int, detail: str) -> None:
         body = json.dumps({"detail": detail}).encode()
         await send(
             {

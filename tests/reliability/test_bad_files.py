@@ -249,8 +249,8 @@ def test_chat_gives_each_bad_file_a_reason_and_keeps_answering(
         before = inspect_storage(storage, server_home)
         chat = Chat(browser, server)
         chat.open()
-        # A 0-byte upload never reaches the app: Chainlit's upload route fails on it (see
-        # test_limits.py::test_the_chat_refuses_an_empty_upload_with_its_reason).
+        # A 0-byte upload never reaches the chat: the upload route refuses it with 422 and its
+        # reason (test_limits.py::test_the_chat_refuses_an_empty_upload_with_its_reason).
         files = [file for file in bad_files(corpus) if file.stat().st_size > 0]
         batch_size = 5  # RAG_UPLOAD_MAX_FILES
         for start in range(0, len(files), batch_size):

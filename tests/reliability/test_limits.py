@@ -316,11 +316,6 @@ def test_a_slow_file_is_stopped_while_another_chat_keeps_answering(
     assert browser.outside == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Chainlit's /project/file answers 500 (ValueError in persist_file) for a 0-byte file; "
-    "the upload route (rag/web.py, app.py) should refuse it with its reason",
-)
 def test_the_chat_refuses_an_empty_upload_with_its_reason(
     browser: Browser, limits_server: ChatServer, tmp_path: Path
 ) -> None:
