@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     # Limits on one file: bigger or slower files are refused and reported, never left to hang a run.
     max_file_mb: float = Field(default=100.0, gt=0)
+    # Passages (chunks) one file may become: about 3,000 book pages; embedding that many takes
+    # about 12 minutes on two cores.
+    max_file_chunks: int = Field(default=10_000, ge=1)
     parse_timeout_s: float = Field(default=120.0, gt=0)
 
     # Chat attachments (the browser UI): limits per file and per message.

@@ -243,7 +243,9 @@ class Indexer:
             return
         loaded = worker.parse(data, name)
         report.warnings.extend(loaded.warnings)
+        self.check_passages(loaded, name)
         nodes = self.chunk(loaded, source, digest)
+        self.check_passages(loaded, name, len(nodes))
         self.manifest.begin_write(
             self.collection, source.doc_id, name, str(source.path), str(source.root), digest
         )
@@ -269,6 +271,32 @@ class Indexer:
         """Stop before a write the disk under storage/ cannot take (a Chroma server has its own)."""
         if not self.settings.chroma_host:
             ensure_room(self.settings.storage_dir, chunks)
+
+    def check_passages(self, loaded: LoadedFile, name: str, passages: int | None = None) -> None:
+        """Refuse a file with more passages than RAG_MAX_FILE_CHUNKS: a small file can expand into
+        millions of words (a JSON of numbers), which would hold the write lock for hours.
+
+        Before chunking, a lower bound of the count is estimated from the text (no real text
+        averages more than 6 characters a token), so a gigantic text is refused without being
+        split first.
+        """
+        limit = self.settings.max_file_chunks
+        if passages is None:
+            characters = sum(len(page.text) for page in loaded.pages)
+            stride = self.settings.chunk_size - self.settings.chunk_overlap
+            if characters <= limit * stride * 6:
+                return
+            passages = characters // (stride * 6)
+            shown = f"about {passages}"
+        elif passages <= limit:
+            return
+        else:
+            shown = str(passages)
+        raise FileRefused(
+            name,
+            f"the file has {shown} passages, over the limit of {limit} per file "
+            "(RAG_MAX_FILE_CHUNKS): split it, or raise the limit if it is genuine",
+        )
 
     def chunk(self, loaded: LoadedFile, source: SourceFile, digest: str) -> list[TextNode]:
         """Split page by page (a chunk never spans two pages) into nodes with deterministic ids."""

@@ -3,6 +3,7 @@ limits with a clear reason, and the app keeps answering other chats while one fi
 
 from __future__ import annotations
 
+import json
 import subprocess
 import zlib
 from collections.abc import Iterator
@@ -152,6 +153,36 @@ def test_chat_and_api_refuse_an_upload_over_rag_upload_max_mb(  # type: ignore[n
         assert service.index.manifest.files("default") == []
     finally:
         service.index.close()
+
+
+@pytest.mark.parametrize("how_big", ["just over", "far over"])
+def test_a_file_that_expands_past_rag_max_file_chunks_is_refused_whole(  # type: ignore[no-untyped-def]
+    settings, embedder, tmp_path: Path, how_big: str
+) -> None:
+    """A few kB can expand into more passages than anyone could wait to embed (a JSON of
+    numbers): over the limit, the file is refused before anything is written."""
+    from rag.index import Index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "keeper.txt").write_text("The lighthouse keeper is named Oswin Tarrant.")
+    # The limit is 3 passages of 64 tokens. Just over: counted after chunking. Far over: the
+    # text alone shows it, and it is refused without being split.
+    numbers = 40 if how_big == "just over" else 400_000
+    (docs / "numbers.json").write_text(json.dumps({"readings": list(range(numbers))}))
+    limits = {"max_file_chunks": 3, "chunk_size": 64, "chunk_overlap": 0}
+    index = Index(settings.model_copy(update=limits), embedder)
+    try:
+        report = index.ingest([docs])
+        assert report.indexed == ["keeper.txt"]
+        [refused] = report.failed
+        assert refused.file == "numbers.json"
+        assert "passages, over the limit of 3 per file (RAG_MAX_FILE_CHUNKS)" in refused.reason
+        assert ("has about" in refused.reason) == (how_big == "far over"), refused.reason
+        assert [row.file for row in index.manifest.files("default")] == ["keeper.txt"]
+        assert index.collection().count() == 1
+    finally:
+        index.close()
 
 
 # --- nesting ---------------------------------------------------------------------------------------
