@@ -90,9 +90,8 @@ class Index:
         """One retriever per collection, kept so its keyword index is built once."""
         name = collection or self.settings.collection
         if name not in self._retrievers:
-            self._retrievers[name] = Retriever(
-                self.embedder, self.collection(name), self.settings.retrieval
-            )
+            store = self.collection(name)  # before the model loads: a store that fails, fails fast
+            self._retrievers[name] = Retriever(self.embedder, store, self.settings.retrieval)
         return self._retrievers[name]
 
     # --- writing ------------------------------------------------------------------------------------

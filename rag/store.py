@@ -28,6 +28,9 @@ WRITE_BATCH = 1000
 # half-way through applying a write cannot recover in that process (later calls fail or hang until
 # it exits), so the space is checked before each write instead of discovered by failing.
 STORAGE_RESERVE_MB = 32
+# A store failure that names no cause (Chroma's "failed to apply logs") with less than this free is
+# the disk filling up.
+NEARLY_FULL_MB = 16
 # A generous upper bound of what one chunk adds on disk (vector, text, metadata, keyword index, log).
 CHUNK_DISK_BYTES = 64 * 1024
 
@@ -104,7 +107,7 @@ def storage_fault(error: BaseException, folder: Path) -> StoreError | None:
     if isinstance(error, (sqlite3.Error, ChromaError, StoreError)):
         if is_read_only(folder):
             return storage_read_only(folder)
-        if free_bytes(folder) < STORAGE_RESERVE_MB * 2**20:
+        if free_bytes(folder) < NEARLY_FULL_MB * 2**20:
             return storage_full(folder)
     return None
 

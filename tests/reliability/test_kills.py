@@ -368,15 +368,19 @@ def app_round(
     if kind == "app-sync":
         # The sync started with the app: once it walks the files (the embedder is loaded), the
         # kill lands within the indexing work estimated to be left.
-        kill_at = None
+        kill_at, give_up = None, time.monotonic() + 600
         while kill_at is None or time.monotonic() < kill_at:
-            sync = server.health()["index"]["sync"]
+            assert time.monotonic() < give_up, f"the sync never got going: {phase}"
+            try:
+                sync = server.health()["index"]["sync"]
+            except httpx.HTTPError:  # a busy app answers late: ask again
+                continue
             phase = f"sync {sync['state']} {sync['files_done']}/{sync['files_total']} files"
             if kill_at is None and (sync["files_total"] or sync["state"] in ("done", "failed")):
                 kill_at = time.monotonic() + rng.uniform(0.0, max(est.left, 1.0))
             time.sleep(0.1)
     elif kind == "app-upload":
-        server.wait_for_sync()
+        server.wait_for_sync(timeout=600)
         data = (corpus / API_VERSIONS[number % len(API_VERSIONS)]).read_bytes()
         est.uploads.setdefault(API_NAME, set()).add(sha256(data))
         sent = time.monotonic()
@@ -389,13 +393,13 @@ def app_round(
         else:
             phase = f"upload in flight after {time.monotonic() - sent:.1f} s"
     else:
-        server.wait_for_sync()
+        server.wait_for_sync(timeout=600)
         source = corpus / CHAT_FILES[number % len(CHAT_FILES)]
         name = f"chat-menu-{number}.pdf"
         attachment = chat_load.Attachment(number, name, "application/pdf", source.read_bytes())
         est.uploads.setdefault(name, set()).add(sha256(attachment.data))
         thread, sent, failures = attach_in_background(server.url, attachment)
-        assert sent.wait(timeout=120), "the chat did not get to send its attachment"
+        assert sent.wait(timeout=300), "the chat did not get to send its attachment"
         assert not failures, failures
         since = time.monotonic()
         thread.join(timeout=rng.uniform(0.0, est.attach))
