@@ -115,15 +115,10 @@ def embedded_llm(embedded_storage: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded LLM converted once per run, shared by every server the tests start."""
-    from rag.config import Settings
-    from rag.llm import build_llm
-
-    storage = tmp_path_factory.mktemp("ui-models")
-    llm = build_llm(Settings(storage_dir=storage, llm="embedded"))
-    llm.warm_up()  # type: ignore[attr-defined]
-    return storage / "models"
+def models_cache(embedded_llm, embedded_storage: Path) -> Path:  # type: ignore[no-untyped-def]
+    """The embedded LLM converted once per run (converting takes ~30 s), shared by every server
+    the tests start and by the in-process model."""
+    return embedded_storage / "models"
 
 
 @pytest.fixture

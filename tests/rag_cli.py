@@ -13,6 +13,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_TIMEOUT_S = 300
+Completed = subprocess.CompletedProcess[str]
 
 
 def cli_env() -> dict[str, str]:
@@ -27,16 +28,26 @@ def rag_command(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "rag", *(str(arg) for arg in args)]
 
 
-def run_rag(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> Completed:
+    """Run a command as the tests run the CLI: offline env, output captured, time bounded."""
     return subprocess.run(
-        rag_command(*args),
+        command,
         cwd=cwd,
-        env=cli_env(),
+        env=env or cli_env(),
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_S,
         check=False,
     )
+
+
+def run_rag(*args: str | Path, cwd: Path) -> Completed:
+    return run(rag_command(*args), cwd)
+
+
+def run_script(script: str, *args: str | Path, cwd: Path) -> Completed:
+    """`python -c SCRIPT ARGS...` with this checkout importable (to look inside a storage)."""
+    return run([sys.executable, "-c", script, *(str(arg) for arg in args)], cwd)
 
 
 def kill_tree(process: subprocess.Popen[bytes]) -> None:
@@ -75,14 +86,6 @@ index.close()
 
 def inspect_storage(storage: Path, cwd: Path, collection: str = "default") -> dict[str, Any]:
     """Manifest rows, chunk counts per file and version, and all chunk ids of one collection."""
-    result = subprocess.run(
-        [sys.executable, "-c", INSPECT, str(storage), collection],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
+    result = run_script(INSPECT, storage, collection, cwd=cwd)
     assert result.returncode == 0, f"cannot inspect the index:\n{result.stderr[-3000:]}"
     return json.loads(result.stdout)

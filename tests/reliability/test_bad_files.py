@@ -8,7 +8,6 @@ import io
 import json
 import re
 import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from chat_server import Browser, ChatServer
 from fakes.ollama_server import FakeOllama
 from pdfgen import write_pdf
-from rag_cli import CLI_TIMEOUT_S, cli_env, inspect_storage, rag_command
+from rag_cli import CLI_TIMEOUT_S, cli_env, inspect_storage, rag_command, run_script
 from test_api import make_service, serve, sync, upload
 from ui.test_chat_ui import Chat, assert_cites
 
@@ -97,15 +96,7 @@ index.close()
 
 
 def chunks(storage: Path, cwd: Path, collection: str = "default") -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-c", CHUNKS, str(storage), collection],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
+    result = run_script(CHUNKS, storage, collection, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 

@@ -34,13 +34,13 @@ import pytest
 from chat_server import ChatServer, prepare_home
 from pdfgen import write_pdf
 from rag_cli import (
-    CLI_TIMEOUT_S,
     INSPECT,
     cli_env,
     inspect_storage,
     kill_tree,
     rag_command,
     run_rag,
+    run_script,
 )
 from test_durability import PIECES, essay_pieces
 
@@ -50,9 +50,9 @@ import chat_load  # noqa: E402 - bench/chat_load.py: the socket.io chat client
 
 SEED = 20261126
 KILLS = 20
-# Of the 20, the app is killed 6 times (start-up costs ~5 s, the sync ~20 s); the rest are CLI ingests
+# Of the 20, the app is killed 4 times (each round restarts it: ~25 s), the rest are CLI ingests
 # (each ~10 s of start-up before it writes). Together about 6 minutes on 2 cores.
-APP_KILLS = {"app-sync": 2, "app-upload": 2, "app-attach": 2}
+APP_KILLS = {"app-sync": 2, "app-upload": 1, "app-attach": 1}
 MAX_CLI_RUNS = 24  # CLI runs started (some finish before their kill time)
 EARLY = 0.2  # share of CLI kills at any moment of a run (start-up too); the rest while it writes
 PROGRESS = re.compile(r"^\[\d+/\d+\] ", re.MULTILINE)  # the CLI's line per file (stderr, no tty)
@@ -160,15 +160,7 @@ print(json.dumps({"code": code, "stdout": out.getvalue()}))
 
 def status_and_state(storage: Path, cwd: Path) -> tuple[int, str, str, dict[str, Any]]:
     """(exit code, stdout, stderr) of `rag status --json`, and what `inspect_storage` reports."""
-    result = subprocess.run(
-        [sys.executable, "-c", STATUS_AND_INSPECT, str(storage), "default"],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
+    result = run_script(STATUS_AND_INSPECT, storage, "default", cwd=cwd)
     lines = result.stdout.splitlines()
     if len(lines) < 2:  # status failed hard: the index does not open
         return result.returncode or 1, result.stdout, result.stderr, {}
