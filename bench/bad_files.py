@@ -12,7 +12,8 @@ For each PDF in ../shared/corpus/pdfs/bad:
       of ours; bounded only by --baseline-timeout, with its own peak RSS.
 
 Reported side by side per file, then: files that got a verdict within the limit (goal: all),
-crashes or hangs of the caller (goal: 0), total and worst seconds of each.
+crashes or hangs of the caller (goal: 0), pages of text kept (a naive loader loses a whole file at
+its first broken page), total and worst seconds of each.
 """
 
 from __future__ import annotations
@@ -58,12 +59,14 @@ class Row:
     file: str
     ours: str
     ours_s: float
+    ours_pages: int
     naive: str
     naive_s: float
+    naive_pages: int
     naive_peak_mb: int | None
 
 
-def ours(path: Path, timeout_s: float) -> tuple[str, float]:
+def ours(path: Path, timeout_s: float) -> tuple[str, float, int]:
     from rag.errors import FileRefused
     from rag.parsing import ParseWorker
 
@@ -71,13 +74,13 @@ def ours(path: Path, timeout_s: float) -> tuple[str, float]:
         started = time.perf_counter()
         try:
             loaded = worker.parse(path.read_bytes(), path.name)
-            verdict = f"indexed {len(loaded.pages)} pages" + (" (+warning)" * bool(loaded.warnings))
         except FileRefused as refused:
-            verdict = f"refused: {refused.reason}"
-        return verdict, time.perf_counter() - started
+            return f"refused: {refused.reason}", time.perf_counter() - started, 0
+        verdict = f"indexed {len(loaded.pages)} pages" + (" (+warning)" * bool(loaded.warnings))
+        return verdict, time.perf_counter() - started, len(loaded.pages)
 
 
-def naive(path: Path, timeout_s: float) -> tuple[str, float, int | None]:
+def naive(path: Path, timeout_s: float) -> tuple[str, float, int, int | None]:
     started = time.perf_counter()
     try:
         done = subprocess.run(
@@ -88,12 +91,14 @@ def naive(path: Path, timeout_s: float) -> tuple[str, float, int | None]:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return f"no answer in {timeout_s:g} s", time.perf_counter() - started, None
+        return f"no answer in {timeout_s:g} s", time.perf_counter() - started, 0, None
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        return f"crashed (exit {done.returncode})", seconds, None
+        return f"crashed (exit {done.returncode})", seconds, 0, None
     outcome, pages, peak = json.loads(done.stdout.strip().splitlines()[-1])
-    return (f"{pages} pages" if outcome == "ok" else outcome), seconds, peak
+    if outcome != "ok":  # a naive loader keeps nothing of a file that raised half-way
+        return outcome, seconds, 0, peak
+    return f"{pages} pages", seconds, pages, peak
 
 
 def main() -> int:
@@ -107,9 +112,9 @@ def main() -> int:
     rows: list[Row] = []
     for number, path in enumerate(files, 1):
         say(f"[{number}/{len(files)}] {path.name}")
-        verdict, seconds = ours(path, args.timeout)
-        outcome, naive_s, peak = naive(path, args.baseline_timeout)
-        rows.append(Row(path.name, verdict, seconds, outcome, naive_s, peak))
+        verdict, seconds, pages = ours(path, args.timeout)
+        outcome, naive_s, naive_pages, peak = naive(path, args.baseline_timeout)
+        rows.append(Row(path.name, verdict, seconds, pages, outcome, naive_s, naive_pages, peak))
 
     if args.json:
         print(json.dumps([asdict(row) for row in rows], indent=1))
@@ -133,6 +138,10 @@ def main() -> int:
         f"{len(rows) - stuck:>9}/{len(rows)}   all (ours)  {'PASS' if within == len(rows) else 'FAIL'}"
     )
     print(f"{'caller crashed or hung':<40} {0:>12} {stuck:>12}   0 (ours)    PASS")
+    print(
+        f"{'pages of text kept':<40} {sum(r.ours_pages for r in rows):>12} "
+        f"{sum(r.naive_pages for r in rows):>12}   (damaged files keep their readable pages)"
+    )
     print(
         f"{'total seconds':<40} {sum(r.ours_s for r in rows):>12.1f} "
         f"{sum(r.naive_s for r in rows):>12.1f}"

@@ -91,7 +91,14 @@ def login_server(
     (home / "data" / "harbour.md").write_text(
         "# Harbour guide\n\nThe ferry to the island leaves the harbour at noon every day.\n"
     )
-    server = ChatServer(home, settings={"RAG_AUTH_USERS": LOGINS, "RAG_UPLOAD_MAX_MB": "1"})
+    server = ChatServer(
+        home,
+        settings={
+            "RAG_AUTH_USERS": LOGINS,
+            "RAG_UPLOAD_MAX_MB": "1",
+            "RAG_UPLOAD_MAX_FILES": "2",
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -187,6 +194,34 @@ def test_an_oversized_upload_is_refused_without_being_kept(login_server: ChatSer
     assert "RAG_UPLOAD_MAX_MB" in response.json()["detail"]
 
 
+def test_more_files_than_allowed_in_one_message_are_cut_to_the_limit(
+    login_server: ChatServer,
+) -> None:
+    cookie = login(login_server, ALICE)
+
+    async def chat() -> str:
+        client = ChatClient(login_server.url, cookie)
+        await client.connect()
+        try:
+            notes = [(f"note-{n}.txt", f"Note {n} about the ferry.".encode()) for n in range(3)]
+            await client.ask("What do the notes say?", *notes)
+        finally:
+            await client.close()
+        return "\n".join(client.texts)
+
+    shown = asyncio.run(chat())
+    assert "3 files attached; at most 2 per message (RAG_UPLOAD_MAX_FILES)" in shown
+    assert "note-2.txt indexed" not in shown
+
+
+def test_an_oversized_api_request_is_refused(login_server: ChatServer) -> None:
+    huge = {"model": "general", "messages": [{"role": "user", "content": "x" * 5 * 2**20}]}
+    response = httpx.post(
+        f"{login_server.url}/v1/chat/completions", auth=ALICE, json=huge, timeout=60
+    )
+    assert response.status_code == 413
+
+
 # --- one user cannot reach another's thread or attachment -----------------------------------------
 
 
@@ -230,18 +265,18 @@ class ChatClient:
         await self.sio.emit("connection_successful")
         await asyncio.wait_for(self.done.wait(), 120)  # the chat has started (on_chat_start ran)
 
-    async def ask(self, question: str, attachment: tuple[str, bytes] | None = None) -> None:
+    async def ask(self, question: str, *attachments: tuple[str, bytes]) -> None:
         references = []
-        if attachment:
-            async with httpx.AsyncClient(timeout=60) as http:
+        async with httpx.AsyncClient(timeout=60) as http:
+            for name, data in attachments:
                 upload = await http.post(
                     f"{self.url}/project/file",
                     params={"session_id": self.session_id},
-                    files={"file": (attachment[0], attachment[1], "text/plain")},
+                    files={"file": (name, data, "text/plain")},
                     headers={"Cookie": self.cookie},
                 )
-            upload.raise_for_status()
-            references.append({"id": upload.json()["id"]})
+                upload.raise_for_status()
+                references.append({"id": upload.json()["id"]})
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         message = {
             "id": str(uuid.uuid4()),
