@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from chat_server import Browser, ChatServer, prepare_home
-from pdfgen import write_pdf
+from pdfgen import pdf_from_objects, write_pdf
 from rag_cli import CLI_TIMEOUT_S, cli_env, rag_command
 from test_api import make_service, serve, upload
 from ui.test_chat_ui import ANSWER_TIMEOUT_MS, ANSWERED, ASSISTANT, Chat, assert_cites
@@ -28,23 +28,6 @@ GUIDE = [
 SLOW_PDF = "govdocs-429-pages-slow-repair.pdf"  # about 25 s to parse on this machine
 FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
 TEXT = b"BT /F1 12 Tf 72 700 Td (A page of ordinary text for the reader) Tj ET"
-
-
-def pdf_from_objects(objects: list[bytes]) -> bytes:
-    """A PDF of numbered objects (1 is the catalog) with a correct cross-reference table."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 def stream(data: bytes, flate: bool = False) -> bytes:
