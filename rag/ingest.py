@@ -302,13 +302,19 @@ class Indexer:
         """Split page by page (a chunk never spans two pages) into nodes with deterministic ids."""
         nodes: list[TextNode] = []
         for page in loaded.pages:
+            cursor = 0
             for text in self.splitter.split_text(page.text):
+                # Where the chunk starts in the page text: evidence spans are offsets into the page.
+                start = page.text.find(text, cursor)
+                if start >= 0:
+                    cursor = start + 1
                 metadata: dict[str, str | int | float | bool] = {
                     "file": source.name,
                     "chat_id": source.chat_id,  # "" for shared documents
                     "file_id": source.doc_id,
                     "content_hash": digest,
                     "chunk": len(nodes),
+                    "start_char": start,  # -1 if the splitter changed the text (it does not today)
                 }
                 if page.page is not None:
                     metadata["page"] = page.page
@@ -318,7 +324,13 @@ class Indexer:
                     text=text,
                     metadata=metadata,
                     excluded_embed_metadata_keys=list(metadata),
-                    excluded_llm_metadata_keys=["file_id", "content_hash", "chunk", "chat_id"],
+                    excluded_llm_metadata_keys=[
+                        "file_id",
+                        "content_hash",
+                        "chunk",
+                        "chat_id",
+                        "start_char",
+                    ],
                     # LlamaIndex's own notion of "which document": lets its stores delete by file too.
                     relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=source.doc_id)},
                 )

@@ -149,7 +149,7 @@ def load_bytes(data: bytes, name: str) -> LoadedFile:
 
 
 def _single_page(text: str, name: str, **metadata: Any) -> LoadedFile:
-    text = _tidy(text)
+    text = tidy(text)
     if not text:
         raise FileRefused(name, "the file has no text")
     return LoadedFile(pages=[Page(text=text)], metadata=dict(metadata))
@@ -199,7 +199,7 @@ def _load_pdf(data: bytes, name: str) -> LoadedFile:
     for index in range(page_count):
         try:
             pdf_page = reader.pages[index]
-            text = _tidy(pdf_page.extract_text() or "")
+            text = tidy(pdf_page.extract_text() or "")
             label = reader.page_labels[index] if index < len(reader.page_labels) else str(index + 1)
         except LimitReachedError as error:  # e.g. a stream that inflates to gigabytes
             over_limits = over_limits or error
@@ -397,7 +397,7 @@ def html_to_text(markup: str) -> str:
     return unescape("".join(parser.parts))
 
 
-def _tidy(text: str) -> str:
+def tidy(text: str) -> str:
     """Normalise compatibility characters (ligatures such as "ﬀ") and white space."""
     text = unicodedata.normalize("NFKC", text)
     text = text.replace("\xa0", " ").replace("\r\n", "\n").replace("\r", "\n")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, TextNode
 
-from rag.loaders import document_title
+from rag.loaders import document_title, tidy
 from rag.store import ChunkStore
 
 Mode = Literal["hybrid", "vector", "bm25"]
@@ -34,11 +36,21 @@ class Source:
     score: float
     text: str
     file_id: str = field(default="", compare=False)  # the manifest's key, for finding the file
+    # Set on an answer's sources: the quoted span and its [start, end) in the stored page text.
+    quote: str | None = None
+    span: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The DESIGN.md contract: exactly file, page, score, text."""
-        data = asdict(self)
-        del data["file_id"]
+        """The DESIGN.md contract: file, page, score, text; an answer's sources add quote and span."""
+        data: dict[str, Any] = {
+            "file": self.file,
+            "page": self.page,
+            "score": self.score,
+            "text": self.text,
+        }
+        if self.quote is not None:
+            data["quote"] = self.quote
+            data["span"] = list(self.span) if self.span else None
         return data
 
     def citation(self) -> str:
@@ -70,6 +82,46 @@ def _stemmers() -> tuple[Any, Any]:
     return Stemmer.Stemmer("english"), Stemmer.Stemmer("russian")
 
 
+# Russian letters in Latin, to compare a name printed in Cyrillic with its English spelling.
+CYRILLIC_TO_LATIN = str.maketrans(
+    {
+        **dict(zip("абвгдезийклмнопрстуфыэ", "abvgdeziiklmnoprstufye", strict=True)),
+        **{"ё": "e", "ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "sch"},
+        **{"ъ": "", "ь": "", "ю": "yu", "я": "ya"},
+    }
+)
+
+
+def transliterate(text: str) -> str:
+    """Lower-case Cyrillic written in Latin letters ("рибай" -> "ribai"); other text unchanged."""
+    return text.lower().translate(CYRILLIC_TO_LATIN)
+
+
+def skeleton(word: str) -> str:
+    """A word's consonant skeleton in Latin letters ("Рибай" and "ribeye" -> "rb"): the same name
+    spelt in two scripts shares it, as a menu's Cyrillic line and an English question do."""
+    latin = re.sub(r"[^a-z]", "", transliterate(word))
+    for old, new in (("ph", "f"), ("ck", "k"), ("q", "k"), ("x", "ks"), ("w", "v"), ("c", "k")):
+        latin = latin.replace(old, new)
+    if not latin:
+        return ""
+    return re.sub(r"(.)\1+", r"\1", latin[0] + re.sub(r"[aeiouyj]", "", latin[1:]))
+
+
+def cross_script_tokens(text: str, script: str) -> list[str]:
+    """Skeleton tokens ("~rb") of the longer words of one script ("cyrillic" in documents, "latin"
+    in questions), so keyword search matches a name across scripts and never within one."""
+    tokens = []
+    for raw in re.findall(r"[^\W\d_]{4,}", text.lower()):
+        if (script == "cyrillic") == bool(CYRILLIC.search(raw)) and (
+            script == "cyrillic" or len(raw) >= 5
+        ):
+            shape = skeleton(raw)
+            if len(shape) >= 2:
+                tokens.append(f"~{shape}")
+    return tokens
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-cased words, stemmed (English, or Russian for Cyrillic words); numbers kept whole."""
     english, russian = _stemmers()
@@ -95,19 +147,36 @@ class KeywordIndex:
         self.metadatas = metadatas
         self.engine: Any = None
         # The same view of a chunk as the embedder's: its document's title, then its text.
-        corpus = [
-            tokenize(f"{document_title(str(metadata.get('file', '')))} {text}")
-            for text, metadata in zip(texts, metadatas, strict=True)
-        ]
+        corpus = []
+        for text, metadata in zip(texts, metadatas, strict=True):
+            seen = f"{document_title(str(metadata.get('file', '')))} {text}"
+            corpus.append(tokenize(seen) + cross_script_tokens(seen, "cyrillic"))
+        # Document frequencies, for the rarity (IDF) of a question's words in evidence selection.
+        self.document_frequency: Counter[str] = Counter()
+        for tokens in corpus:
+            self.document_frequency.update(set(tokens))
         if ids:
             self.engine = bm25s.BM25()
             self.engine.index(corpus, show_progress=False)
             self.vocabulary = set(self.engine.vocab_dict)
 
+    def idf(self, stem: str) -> float:
+        """BM25's IDF of a word here: a word in every chunk weighs ~0, an unseen word the most."""
+        documents = len(self.ids)
+        df = self.document_frequency.get(stem, 0)
+        return math.log(1.0 + (documents - df + 0.5) / (df + 0.5))
+
+    def files(self, where: dict[str, Any] | None = None) -> list[str]:
+        """The names of the files whose chunks `where` lets a question see."""
+        return sorted(
+            {str(m.get("file", "")) for m in self.metadatas if not where or matches(m, where)}
+        )
+
     def search(self, query: str, top_k: int, where: dict[str, Any] | None) -> list[NodeWithScore]:
         if self.engine is None:
             return []
-        tokens = [token for token in tokenize(query) if token in self.vocabulary]
+        query_tokens = tokenize(query) + cross_script_tokens(query, "latin")
+        tokens = [token for token in query_tokens if token in self.vocabulary]
         if not tokens:
             return []
         # Score everything, then filter: the corpus of one collection is small enough (10k chunks).
@@ -189,7 +258,8 @@ class Retriever:
     def retrieve(
         self, query: str, top_k: int, where: dict[str, Any] | None = None
     ) -> list[NodeWithScore]:
-        if not query.strip() or top_k <= 0:
+        query = tidy(query)  # the normalisation documents had (NFKC...): "ﬁle" finds "file"
+        if not query or top_k <= 0:
             return []
         if self.mode == "bm25":
             return self.keyword_index().search(query, top_k, where)
