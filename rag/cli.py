@@ -77,11 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help='print {"answer", "sources", "model"}')
 
     evaluate = commands.add_parser(
-        "eval", parents=[common], help="measure retrieval with a question set (hit rate, MRR)"
+        "eval",
+        parents=[common],
+        help="measure retrieval (hit rate, MRR) or, with --answers, whole answers",
     )
-    evaluate.add_argument("qa", type=Path, metavar="QA.jsonl")
-    evaluate.add_argument("-k", type=int, default=5, help="rank cut-off (default 5)")
-    evaluate.add_argument("--json", action="store_true", help='print {"n", "k", "hit_rate", "mrr"}')
+    evaluate.add_argument("qa", type=Path, nargs="?", metavar="QA.jsonl")
+    evaluate.add_argument(
+        "--answers",
+        type=Path,
+        metavar="QA.jsonl",
+        help="score answers: accuracy, refusal recall, false refusals, verified facts, first token",
+    )
+    evaluate.add_argument("--profile", help="profile for --answers (RAG_PROFILE, general)")
+    evaluate.add_argument("-k", type=int, default=None, help="rank cut-off (default 5)")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one object")
     evaluate.add_argument("--report", type=Path, help="write per-question results (JSONL) here")
 
     remove = commands.add_parser("remove", parents=[common], help="drop one file from the index")
@@ -222,14 +231,8 @@ def cmd_search(index: Any, args: argparse.Namespace) -> int:
 
 def cmd_ask(index: Any, args: argparse.Namespace) -> int:
     from rag.engine import ChatEngine
-    from rag.llm import build_llm
-    from rag.profiles import get_profile
 
-    settings = index.settings
-    profile = get_profile(settings.profiles_dir, args.profile or settings.profile)
-    if args.collection:  # an explicit --collection wins over the profile's
-        profile = profile.model_copy(update={"collection": args.collection})
-    llm = build_llm(settings)
+    profile, llm = _profile_and_llm(index, args)
     engine = ChatEngine(index, llm, profile, top_k=args.k)
     answer = engine.ask(args.question)
     if args.json:
@@ -244,7 +247,7 @@ def cmd_ask(index: Any, args: argparse.Namespace) -> int:
         print(token, end="", flush=True)
     print()
     if answer.sources:
-        print("\nSources:")
+        print("\nClosest passages:" if answer.refused else "\nSources:")
         for number, source in enumerate(answer.sources, 1):
             print(f"  [{number}] {source.citation()} (score {source.score:.3f})")
     else:
@@ -255,9 +258,13 @@ def cmd_ask(index: Any, args: argparse.Namespace) -> int:
 def cmd_eval(index: Any, args: argparse.Namespace) -> int:
     from rag.evaluate import evaluate, load_questions, write_report
 
+    if (args.qa is None) == (args.answers is None):
+        raise ConfigError("give a retrieval set (rag eval QA.jsonl) or --answers QA.jsonl")
+    if args.answers is not None:
+        return eval_answers(index, args)
     questions = load_questions(args.qa)
     retriever = index.retriever()
-    result = evaluate(questions, retriever.search, args.k)
+    result = evaluate(questions, retriever.search, args.k or 5)
     if args.report:
         write_report(result, args.report)
     if args.json:
@@ -267,6 +274,40 @@ def cmd_eval(index: Any, args: argparse.Namespace) -> int:
         print(f"mrr@{result.k} {result.mrr:.4f}")
         print(f"({result.n} questions, collection {index.settings.collection!r})")
     return EXIT_OK
+
+
+def eval_answers(index: Any, args: argparse.Namespace) -> int:
+    from rag.engine import ChatEngine
+    from rag.evaluate import engine_replies, evaluate_answers, load_answer_questions, write_rows
+
+    items = load_answer_questions(args.answers)
+    profile, llm = _profile_and_llm(index, args)
+
+    def progress(number: int, row: Any) -> None:
+        verdict = "ok " if row.correct else "BAD"
+        print(f"[{number}/{len(items)}] {verdict} {row.item.id}", file=sys.stderr, flush=True)
+
+    result = evaluate_answers(
+        items,
+        engine_replies(lambda: ChatEngine(index, llm, profile, top_k=args.k)),
+        progress=None if args.json else progress,
+    )
+    if args.report:
+        write_rows([row.to_json() for row in result.rows], args.report)
+    print(json.dumps(result.to_json()) if args.json else result.summary())
+    return EXIT_OK
+
+
+def _profile_and_llm(index: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The profile a command answers with (an explicit --collection wins) and the built LLM."""
+    from rag.llm import build_llm
+    from rag.profiles import get_profile
+
+    settings = index.settings
+    profile = get_profile(settings.profiles_dir, args.profile or settings.profile)
+    if args.collection:
+        profile = profile.model_copy(update={"collection": args.collection})
+    return profile, build_llm(settings)
 
 
 def cmd_remove(index: Any, args: argparse.Namespace) -> int:

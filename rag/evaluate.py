@@ -1,8 +1,10 @@
-"""Retrieval evaluation: question sets, the shared-word-run matching rule, hit rate and MRR at k."""
+"""Evaluation: retrieval (hit rate and MRR at k) and whole answers (accuracy, refusals, verified facts)."""
 
 from __future__ import annotations
 
 import json
+import re
+import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -246,9 +248,275 @@ def _location(chunk: Any) -> tuple[str | None, int | None]:
 
 def write_report(result: EvalResult, path: str | Path) -> None:
     """Write one JSON object a line per question (see QuestionResult.to_json) to `path`."""
+    write_rows([row.to_json() for row in result.rows], path)
+
+
+def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> None:
+    """A report: one JSON object a line."""
     path = Path(path)
-    lines = [json.dumps(row.to_json(), ensure_ascii=False) + "\n" for row in result.rows]
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
     try:
         path.write_text("".join(lines), encoding="utf-8")
     except OSError as error:
         raise RagError(f"{path}: cannot write the report: {error.strerror or error}") from None
+
+
+# --- answers -----------------------------------------------------------------------------------------
+
+# How an answer says the documents do not tell (ours, and the usual phrasings of other systems).
+REFUSAL = re.compile(
+    r"documents? (don't|do not|does not|doesn't) (say|mention|contain|state|provide)"
+    r"|(context|documents?|text|information|passages?) (provided )?(does not|doesn't|do not|don't)"
+    r" (say|mention|contain|include|provide|specify|state)"
+    r"|not (mentioned|stated|specified|provided|given|found) in"
+    r"|\b(i|we) (don't|do not|cannot|can't) (know|find|say|tell)"
+    r"|\bno (information|mention|details?)\b|unable to (find|answer)|there is no (information|mention)",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class AnswerItem:
+    """One question of an answer set: what a right answer contains, or that it must be refused."""
+
+    id: str
+    question: str
+    history: tuple[str, ...] = ()
+    must: tuple[str, ...] = ()
+    refuse: bool = False
+    forbid: tuple[str, ...] = ()
+    file: str | None = None  # where the answer is, when known: for citation accuracy
+    page: int | None = None
+    kind: str = ""
+    line: int | None = None
+
+
+def load_answer_questions(path: str | Path) -> list[AnswerItem]:
+    """Read an answer set: `{"id", "question", "history"?, "must": [regex...]}` or
+    `{"id", "question", "refuse": true, "forbid"?: [regex...]}` a line. Raises ConfigError naming
+    the line of anything else (a regex that does not compile included)."""
+    path = Path(path)
+    text = _read(path)
+    items = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if raw.strip():
+            items.append(_answer_item(raw, path, number))
+    if not items:
+        raise ConfigError(f"{path}: no questions (expected one JSON object a line)")
+    return items
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such question file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; a question file is JSON lines") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def _answer_item(raw: str, path: Path, number: int) -> AnswerItem:
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"{path}, line {number}: {reason}")
+
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise bad(f"not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict):
+        raise bad(f"expected a JSON object, got {type(record).__name__}")
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise bad('"question" is missing or not a non-empty string')
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = record.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(f'"{key}" must be a list of strings')
+        return tuple(value)
+
+    refuse = record.get("refuse", False) is True
+    must, forbid = strings("must"), strings("forbid")
+    if not refuse and not must:
+        raise bad('needs "must": [regex, ...] or "refuse": true')
+    for pattern in (*must, *forbid):
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise bad(f"the regex {pattern!r} does not compile ({error})") from None
+    page = record.get("page")
+    return AnswerItem(
+        id=str(record.get("id", number)),
+        question=question,
+        history=strings("history"),
+        must=must,
+        refuse=refuse,
+        forbid=forbid,
+        file=record.get("file") if isinstance(record.get("file"), str) else None,
+        page=page if isinstance(page, int) and not isinstance(page, bool) else None,
+        kind=str(record.get("kind", "")),
+        line=number,
+    )
+
+
+@dataclass
+class Reply:
+    """What a system answered: its text, when its first text came, what it cited and was given."""
+
+    text: str
+    first_token_s: float | None
+    sources: list[tuple[str | None, int | None]] = field(default_factory=list)
+    context: list[str] = field(default_factory=list)  # the texts the answer could draw on
+
+
+@dataclass(frozen=True)
+class AnswerRow:
+    """How one answer was judged."""
+
+    item: AnswerItem
+    reply: Reply
+    correct: bool
+    refused: bool
+    facts: int
+    verified_facts: int
+    cited_right: bool | None  # the first source is the item's file (and page), when it has one
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.item.id,
+            "line": self.item.line,
+            "question": self.item.question,
+            "kind": self.item.kind,
+            "expected": "refusal" if self.item.refuse else "answer",
+            "correct": self.correct,
+            "refused": self.refused,
+            "answer": self.reply.text,
+            "facts": self.facts,
+            "verified_facts": self.verified_facts,
+            "sources": [[file, page] for file, page in self.reply.sources],
+            "cited_right": self.cited_right,
+            "first_token_s": None
+            if self.reply.first_token_s is None
+            else round(self.reply.first_token_s, 3),
+        }
+
+
+def judge(item: AnswerItem, reply: Reply) -> AnswerRow:
+    """Score one reply: all `must` match (answerable), or a refusal matching no `forbid`."""
+    from rag.verify import Verifier, facts
+
+    text = reply.text
+    refused = bool(REFUSAL.search(text))
+    if item.refuse:
+        correct = refused and not any(re.search(p, text, re.I) for p in item.forbid)
+    else:
+        correct = all(re.search(p, text, re.I) for p in item.must)
+    verifier = Verifier(reply.context, item.question)
+    found = facts(text)
+    cited_right = None
+    if item.file is not None:
+        first = reply.sources[0] if reply.sources else (None, None)
+        cited_right = first[0] is not None and first[0].endswith(item.file)
+        if item.page is not None:
+            cited_right = cited_right and first[1] == item.page
+    return AnswerRow(
+        item=item,
+        reply=reply,
+        correct=correct,
+        refused=refused,
+        facts=len(found),
+        verified_facts=sum(verifier.supported(fact) for fact in found),
+        cited_right=cited_right,
+    )
+
+
+@dataclass
+class AnswerEvalResult:
+    """The answer metrics over one set."""
+
+    rows: list[AnswerRow]
+
+    @property
+    def answerable(self) -> list[AnswerRow]:
+        return [row for row in self.rows if not row.item.refuse]
+
+    @property
+    def unanswerable(self) -> list[AnswerRow]:
+        return [row for row in self.rows if row.item.refuse]
+
+    def to_json(self) -> dict[str, Any]:
+        answerable, unanswerable = self.answerable, self.unanswerable
+        facts = sum(row.facts for row in self.rows)
+        cited = [row.cited_right for row in answerable if row.cited_right is not None]
+        times = [r.reply.first_token_s for r in self.rows if r.reply.first_token_s is not None]
+        return {
+            "n": len(self.rows),
+            "answerable": len(answerable),
+            "unanswerable": len(unanswerable),
+            "accuracy": _share(sum(row.correct for row in answerable), len(answerable)),
+            "refusal_recall": _share(sum(row.correct for row in unanswerable), len(unanswerable)),
+            "false_refusal_rate": _share(sum(row.refused for row in answerable), len(answerable)),
+            "verified_fact_rate": _share(sum(row.verified_facts for row in self.rows), facts),
+            "citation_accuracy": _share(sum(cited), len(cited)),
+            "first_token_p50_s": round(statistics.median(times), 3) if times else None,
+        }
+
+    def summary(self) -> str:
+        data = self.to_json()
+        p50 = data["first_token_p50_s"]
+        return (
+            f"accuracy {data['accuracy']:.3f} ({data['answerable']} answerable)  "
+            f"refusal_recall {data['refusal_recall']:.3f} ({data['unanswerable']} unanswerable)  "
+            f"false_refusals {data['false_refusal_rate']:.3f}  "
+            f"verified_facts {data['verified_fact_rate']:.3f}  "
+            f"citations {data['citation_accuracy']:.3f}  "
+            f"first_token_p50 {'-' if p50 is None else f'{p50:.2f} s'}"
+        )
+
+
+def _share(part: float, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def evaluate_answers(
+    items: Sequence[AnswerItem],
+    ask: Callable[[AnswerItem], Reply],
+    progress: Callable[[int, AnswerRow], None] | None = None,
+) -> AnswerEvalResult:
+    """Ask every item (a fresh conversation each, its history asked first) and judge the replies."""
+    rows = []
+    for number, item in enumerate(items, 1):
+        row = judge(item, ask(item))
+        rows.append(row)
+        if progress:
+            progress(number, row)
+    return AnswerEvalResult(rows)
+
+
+def engine_replies(new_engine: Callable[[], Any]) -> Callable[[AnswerItem], Reply]:
+    """`ask` for evaluate_answers over our ChatEngine: a fresh engine per item, its history
+    asked (and answered) first; the first token is the first visible text of the answer."""
+
+    def ask(item: AnswerItem) -> Reply:
+        engine = new_engine()
+        for earlier in item.history:
+            for _ in engine.ask(earlier).stream():
+                pass
+        started = time.perf_counter()
+        answer = engine.ask(item.question)
+        first = None
+        for token in answer.stream():
+            if first is None and token.strip():
+                first = time.perf_counter() - started
+        findings = answer.findings
+        spans = [*findings.evidence, *findings.closest]
+        return Reply(
+            text=answer.text,
+            first_token_s=first,
+            sources=[(source.file, source.page) for source in answer.sources],
+            context=[span.quote for span in spans] + [source.file for source in answer.sources],
+        )
+
+    return ask

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any
+from itertools import pairwise
+from typing import Any, Protocol
 
 from llama_index.core.schema import NodeWithScore
 
 from rag.loaders import document_title, tidy
-from rag.retrieve import skeleton, to_source, tokenize
+from rag.retrieve import to_source
+from rag.text import skeleton, stems_of, stopwords, tokenize
+from rag.verify import names
 
 # Units of a chunk: a logical line (menus, tables, lists, key: value) or a sentence of prose.
 # A logical line longer than this is prose: it is cut into sentences.
@@ -24,21 +26,6 @@ CONTINUES = re.compile(r"[,(\-–—/&+]$|\b(?:and|or|of|the|a|an|to|with|in|for
 KEY_VALUE = re.compile(r"^[\w\[\]. -]{1,40}: ")
 ENDS = re.compile(r"[.!?:;)»\"”\]]$|\d\S{0,3}$")
 
-# Words that carry no subject of their own in a question: they never count as terms to cover.
-STOPWORDS = """
-a about above after again all also am an and any are as at be been before being below between both
-but by can could did do does doing done down during each either else ever every few for from further
-get gets give given go had has have having he her here hers him his how i if in into is it its
-itself just kind let like made make many may me might more most much must my near need no nor not
-now of off on once one only or other our out over own per please same say says said shall she
-should show so some such tell than that the their them then there these they this those through to
-too under until up upon us very was way we were what whatever when where whether which while who
-whom whose why will with within without would yes yet you your yours
-document documents file files text mention mentioned mentions according list listed provide
-anything something someone somebody thing things there
-что какой какая какое какие каков кто где когда сколько как в во на с со и или у за по из для о об
-это этот эта эти есть ли а но не же бы мне меня мой моя нам вы вас ваш там тут
-"""
 # Words that ask for a kind of answer rather than name a subject (checked by ANSWER_TYPES).
 ATTRIBUTE_WORDS = """
 cost costs price prices priced pay paid expensive cheap cheapest charge much many number amount
@@ -49,15 +36,6 @@ GENERIC_TITLE_WORDS = """
 menu menus job jobs sample document file report essay resume cv pdf page posting postings list
 restaurant bar data model notes report text main
 """
-
-
-@cache
-def _stems(words: str) -> frozenset[str]:
-    return frozenset(token for word in words.split() for token in tokenize(word))
-
-
-def stopwords() -> frozenset[str]:
-    return _stems(STOPWORDS)
 
 
 # What a question asks for, and what a passage must contain to answer it: (question pattern, name,
@@ -88,6 +66,12 @@ ANSWER_TYPES: tuple[tuple[re.Pattern[str], str, re.Pattern[str]], ...] = tuple(
             r"\d",
         ),
         (r"\bhow many\b|\bnumber of\b|\bhow old\b|\bwhat year\b|\bwhich year\b", "a number", r"\d"),
+        (
+            r"\b(how strong|strength|alcohol (content|percentage)|abv|percentage)\b|крепост",
+            "a strength",
+            r"\d",
+        ),
+        (r"\b(weight|how big|how large|portion size)\b|вес\b|объ[её]м", "a size", r"\d"),
     )
 )
 # Kinds a question leans to without requiring them: passages of the kind rank higher.
@@ -95,8 +79,7 @@ PREFERRED_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
     (re.compile(asks, re.I), re.compile(needs, re.I))
     for asks, needs in (
         (r"\b(when|what date|which date|deadline|due|how long)\b|когда", r"\d"),
-        (r"\b(how strong|strength|alcohol|abv|percent)\b|крепост", r"\d"),
-        (r"\b(weight|size|how big|how large|portion)\b|вес|объ[её]м", r"\d"),
+        (r"\b(size|portion|how much .* (weigh|contain))\b", r"\d"),
     )
 )
 
@@ -197,6 +180,15 @@ def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bo
     return len(previous.split()) >= 4 and not ENDS.search(previous)
 
 
+def is_heading(line: str, following: str) -> bool:
+    """A short line without numbers over a line with them: a menu or list section ("Brussels
+    beers" over "Zinnebir (6◦) 3.50e")."""
+    has_digit = re.compile(r"\d")
+    return (
+        len(line.split()) <= 4 and not has_digit.search(line) and bool(has_digit.search(following))
+    )
+
+
 def _strip(text: str, start: int, end: int) -> tuple[int, int]:
     while start < end and text[start].isspace():
         start += 1
@@ -219,26 +211,35 @@ class Term:
     stem: str
     raw: str
     weight: float
+    proper: bool = False
 
 
 def question_terms(question: str, idf: Any) -> list[Term]:
-    """The subject words of a question (no function or attribute words), weighted by IDF."""
-    stop = stopwords() | _stems(ATTRIBUTE_WORDS)
+    """The subject words of a question (no function or attribute words), weighted by IDF;
+    a proper name ("Duvel", "Bosfor", "FAA") is marked as such."""
+    stop = stopwords() | stems_of(ATTRIBUTE_WORDS)
+    proper = {name.casefold() for name in names(question)}
+    unseen = idf("\0")  # the rarity of a word no chunk has
     terms: dict[str, Term] = {}
     for raw in re.findall(r"\d+(?:[.,]\d+)*|\w+", question):
         for stem in tokenize(raw):
             if stem in stop or stem in terms or (len(stem) < 2 and not stem.isdigit()):
                 continue
-            terms[stem] = Term(stem, raw.casefold(), idf(stem))
+            is_proper = raw.casefold() in proper
+            rarity = idf(stem)
+            if not is_proper and not raw.isdigit() and rarity >= unseen:
+                # A common word no document uses is more likely the asker's paraphrase than the
+                # subject ("employment" for "type: Full Time"); an unknown name is the subject.
+                rarity *= 0.5
+            terms[stem] = Term(stem, raw.casefold(), rarity, is_proper)
     return list(terms.values())
 
 
 class TermMatcher:
-    """Which question terms a span holds: the same stem, or the same name in another script."""
+    """Which question terms a text holds: the same stem, or the same name in another script."""
 
     def __init__(self, terms: Sequence[Term]) -> None:
         self.terms = list(terms)
-        self.total = sum(term.weight for term in terms) or 1.0
         self._skeletons = {
             term.stem: skeleton(term.raw) for term in terms if not term.raw.isdigit()
         }
@@ -246,25 +247,46 @@ class TermMatcher:
     def matched(self, text: str) -> set[str]:
         stems = set(tokenize(text))
         found = {term.stem for term in self.terms if term.stem in stems}
-        missing = [term for term in self.terms if term.stem not in found and not term.raw.isdigit()]
-        if missing:
-            words = re.findall(r"\w+", text)
-            for term in missing:
-                wanted = self._skeletons.get(term.stem, "")
-                if len(wanted) < 2 or len(term.raw) < 4:
-                    continue
-                for word in words:
-                    # Only across scripts: within one script, stems already decide.
-                    if _is_cyrillic(word) != _is_cyrillic(term.raw) and skeleton(word) == wanted:
-                        found.add(term.stem)
-                        break
+        words = re.findall(r"\w+", text.casefold())
+        # "Stitch Fix" in a question, "stitchfix" in a file name.
+        for a, b in pairwise(self.terms):
+            if a.raw + b.raw in words:
+                found |= {a.stem, b.stem}
+        for term in self.terms:
+            wanted = self._skeletons.get(term.stem, "")
+            if term.stem in found or len(wanted) < 2 or len(term.raw) < 4:
+                continue
+            # Only across scripts: within one script, stems already decide.
+            if any(
+                _is_cyrillic(word) != _is_cyrillic(term.raw) and skeleton(word) == wanted
+                for word in words
+            ):
+                found.add(term.stem)
         return found
 
-    def coverage(self, found: set[str]) -> float:
-        return sum(term.weight for term in self.terms if term.stem in found) / self.total
+    def in_vocabulary(self, term: Term, vocabulary: set[str]) -> bool:
+        """Whether a file's words (stems and cross-script skeletons) hold the term."""
+        if term.stem in vocabulary:
+            return True
+        shape = self._skeletons.get(term.stem, "")
+        return len(shape) >= 2 and len(term.raw) >= 4 and f"~{shape}" in vocabulary
+
+
+def weight(terms: Iterable[Term]) -> float:
+    return sum(term.weight for term in terms)
 
 
 # --- selection ---------------------------------------------------------------------------------------
+
+
+class Collection(Protocol):
+    """What selection needs to know of the whole collection (rag.retrieve.KeywordIndex)."""
+
+    def idf(self, stem: str) -> float: ...
+
+    def files(self, where: dict[str, Any] | None = None) -> list[str]: ...
+
+    file_words: dict[str, set[str]]
 
 
 @dataclass
@@ -275,10 +297,13 @@ class _Candidate:
     end: int
     own: set[str]
     context: set[str]
+    file: str
     coverage: float = 0.0
     similarity: float = 0.0
     typed: bool = True
     preferred: bool = True
+    eligible: bool = True
+    informative: bool = True
     score: float = 0.0
 
 
@@ -292,63 +317,109 @@ def answer_type(question: str) -> tuple[str, re.Pattern[str]] | None:
 
 def named_files(terms: Sequence[Term], files: Sequence[str]) -> list[str]:
     """Files a question names by a distinctive word of their title ("the Bosfor menu")."""
-    generic = _stems(GENERIC_TITLE_WORDS)
-    titles = {file: set(tokenize(document_title(file))) - generic for file in files}
+    generic = stems_of(GENERIC_TITLE_WORDS)
+    matcher = TermMatcher(terms)
+    titles = {file: matcher.matched(document_title(file)) - generic for file in files}
     named: set[str] = set()
     for term in terms:
-        owners = [file for file, words in titles.items() if term.stem in words]
+        owners = [file for file, found in titles.items() if term.stem in found]
         if owners and len(owners) <= 2 and len(owners) < len(files):
             named.update(owners)
     return sorted(named)
 
 
+class _Scope:
+    """Per file: the question's terms that only say which file it is about (its title, or a proper
+    name the file mentions anywhere), and whether the file can be about the question at all."""
+
+    def __init__(self, terms: Sequence[Term], collection: Collection, matcher: TermMatcher) -> None:
+        self.terms = terms
+        self.collection = collection
+        self.matcher = matcher
+        everywhere = (
+            set().union(*collection.file_words.values()) if collection.file_words else set()
+        )
+        # Names of two or more words the collection knows ("Richard Hendriks", "Chimay Bleue"): a
+        # file that lacks one is about something else. One-word names only weigh as terms.
+        multiword = {t.stem for a, b in pairwise(terms) if a.proper and b.proper for t in (a, b)}
+        self.known_names = [
+            t for t in terms if t.stem in multiword and matcher.in_vocabulary(t, everywhere)
+        ]
+        self._cache: dict[str, tuple[set[str], bool]] = {}
+
+    def of(self, file: str) -> tuple[set[str], bool]:
+        if file not in self._cache:
+            words = self.collection.file_words.get(file, set())
+            scope = self.matcher.matched(document_title(file))
+            scope |= {
+                t.stem for t in self.terms if t.proper and self.matcher.in_vocabulary(t, words)
+            }
+            eligible = all(t.stem in scope for t in self.known_names)
+            self._cache[file] = (scope, eligible)
+        return self._cache[file]
+
+
 def select(
     question: str,
     hits: Sequence[NodeWithScore],
-    idf: Any,
+    collection: Collection,
     embed: Any,
-    files: Sequence[str] = (),
+    where: dict[str, Any] | None = None,
     calibration: Calibration = DEFAULT_CALIBRATION,
 ) -> Findings:
     """Pick the spans of `hits` that answer `question` and decide whether they can.
 
-    `idf(stem)` is the rarity of a word in the collection, `embed(texts)` returns normalised
-    vectors (the question first), `files` are the names of the collection's files (for questions
-    that name one).
+    `embed(texts)` returns unit vectors (the question's first); `collection` gives word rarity and
+    each file's words; `where` limits which files the question may see.
     """
     question = tidy(question)
-    terms = question_terms(question, idf)
+    terms = question_terms(question, collection.idf)
     matcher = TermMatcher(terms)
-    named = named_files(terms, files)
+    named = named_files(terms, collection.files(where))
+    scopes = _Scope(terms, collection, matcher)
     wanted = answer_type(question)
     preferred = [needs for asks, needs in PREFERRED_TYPES if asks.search(question)]
     candidates: list[_Candidate] = []
     for rank, hit in enumerate(hits):
         text = hit.node.get_content()
+        file = str(hit.node.metadata.get("file", ""))
         spans = units(text)
-        title = document_title(str(hit.node.metadata.get("file", "")))
-        title_terms = matcher.matched(title)
-        owns = [matcher.matched(text[s:e]) for s, e in spans]
+        lines = [text[s:e] for s, e in spans]
+        owns = [matcher.matched(line) for line in lines]
+        heading: set[str] = set()  # the terms of the heading over the current section
         for position, (start, end) in enumerate(spans):
-            neighbours = set()
+            following = lines[position + 1] if position + 1 < len(lines) else ""
+            if is_heading(lines[position], following):
+                heading = owns[position]
+            neighbours: set[str] = set(heading)
             for other in (position - 1, position + 1):
                 if 0 <= other < len(spans):
                     neighbours |= owns[other]
-            candidates.append(
-                _Candidate(rank, hit, start, end, owns[position], title_terms | neighbours)
+            candidate = _Candidate(rank, hit, start, end, owns[position], neighbours, file)
+            candidate.informative = len(lines[position].split()) >= 3 or any(
+                ch.isdigit() for ch in lines[position]
             )
+            candidates.append(candidate)
     if not candidates:
         return Findings(
             question, [], [], False, 0.0, "nothing relevant is indexed", _names(terms), named
         )
 
     for candidate in candidates:
-        own = matcher.coverage(candidate.own)
-        # Context (the file's title, the lines around) helps a span, but less than its own words.
-        candidate.coverage = own + 0.6 * (matcher.coverage(candidate.own | candidate.context) - own)
+        scope, candidate.eligible = scopes.of(candidate.file)
+        subject = [term for term in terms if term.stem not in scope]
+        if subject:
+            own = weight(t for t in subject if t.stem in candidate.own)
+            near = weight(t for t in subject if t.stem in candidate.context - candidate.own)
+            # The lines around help a span, but less than its own words.
+            candidate.coverage = (own + 0.6 * near) / (weight(subject) or 1.0)
+        else:  # the question only names its subject ("tell me about Pear Deck")
+            candidate.coverage = 1.0 if scope else 0.0
         if wanted is not None:
             candidate.typed = bool(wanted[1].search(_text(candidate)))
         candidate.preferred = all(needs.search(_text(candidate)) for needs in preferred)
+        if named and candidate.file not in named:
+            candidate.eligible = False
     _embed_best(question, candidates, embed, calibration.embed_limit)
     for candidate in candidates:
         prior = 1.0 / (1.0 + candidate.hit_rank)
@@ -357,22 +428,20 @@ def select(
             candidate.score *= 0.6
         if not candidate.preferred:
             candidate.score *= 0.85
-        if named and str(candidate.hit.node.metadata.get("file", "")) not in named:
+        if not candidate.eligible:
             candidate.score *= 0.5
+        if not candidate.informative:  # "Sandwiches", "Notes": a heading answers nothing itself
+            candidate.score *= 0.7
     ranked = _distinct(sorted(candidates, key=lambda c: c.score, reverse=True))
     closest = [_evidence(c) for c in ranked[:3]]
-    best = ranked[0]
-    eligible = [
-        c
-        for c in ranked
-        if c.typed and (not named or str(c.hit.node.metadata.get("file", "")) in named)
-    ]
+    eligible = [c for c in ranked if c.typed and c.eligible]
     confidence = _confidence(eligible[0]) if eligible else 0.0
     reason = ""
     if wanted is not None and not any(c.typed for c in ranked[: 3 * calibration.max_units]):
         reason = f"no passage found gives {wanted[0]}"
-    elif named and not eligible:
-        reason = f"nothing relevant was found in {', '.join(named)}"
+    elif not any(c.eligible for c in ranked):
+        where_named = ", ".join(named) if named else "one document"
+        reason = f"nothing in {where_named} is about all of {', '.join(_names(terms))}"
     elif confidence < calibration.min_confidence:
         reason = "no passage found answers it"
     answerable = not reason
@@ -387,7 +456,6 @@ def select(
                 continue
             per_chunk[candidate.hit_rank] = per_chunk.get(candidate.hit_rank, 0) + 1
             chosen.append(candidate)
-    del best
     return Findings(
         question=question,
         evidence=[_evidence(c) for c in chosen],

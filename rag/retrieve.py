@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Literal
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -15,6 +13,7 @@ from llama_index.core.schema import NodeWithScore, TextNode
 
 from rag.loaders import document_title, tidy
 from rag.store import ChunkStore
+from rag.text import cross_script_tokens, tokenize
 
 Mode = Literal["hybrid", "vector", "bm25"]
 
@@ -71,70 +70,6 @@ def to_source(hit: NodeWithScore) -> Source:
 
 # --- keyword search -----------------------------------------------------------------------------------
 
-TOKEN = re.compile(r"\d+(?:[.,]\d+)*|\w+", re.UNICODE)
-CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-
-
-@cache
-def _stemmers() -> tuple[Any, Any]:
-    import Stemmer  # PyStemmer: Snowball stemmers, no downloads
-
-    return Stemmer.Stemmer("english"), Stemmer.Stemmer("russian")
-
-
-# Russian letters in Latin, to compare a name printed in Cyrillic with its English spelling.
-CYRILLIC_TO_LATIN = str.maketrans(
-    {
-        **dict(zip("абвгдезийклмнопрстуфыэ", "abvgdeziiklmnoprstufye", strict=True)),
-        **{"ё": "e", "ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "sch"},
-        **{"ъ": "", "ь": "", "ю": "yu", "я": "ya"},
-    }
-)
-
-
-def transliterate(text: str) -> str:
-    """Lower-case Cyrillic written in Latin letters ("рибай" -> "ribai"); other text unchanged."""
-    return text.lower().translate(CYRILLIC_TO_LATIN)
-
-
-def skeleton(word: str) -> str:
-    """A word's consonant skeleton in Latin letters ("Рибай" and "ribeye" -> "rb"): the same name
-    spelt in two scripts shares it, as a menu's Cyrillic line and an English question do."""
-    latin = re.sub(r"[^a-z]", "", transliterate(word))
-    for old, new in (("ph", "f"), ("ck", "k"), ("q", "k"), ("x", "ks"), ("w", "v"), ("c", "k")):
-        latin = latin.replace(old, new)
-    if not latin:
-        return ""
-    return re.sub(r"(.)\1+", r"\1", latin[0] + re.sub(r"[aeiouyj]", "", latin[1:]))
-
-
-def cross_script_tokens(text: str, script: str) -> list[str]:
-    """Skeleton tokens ("~rb") of the longer words of one script ("cyrillic" in documents, "latin"
-    in questions), so keyword search matches a name across scripts and never within one."""
-    tokens = []
-    for raw in re.findall(r"[^\W\d_]{4,}", text.lower()):
-        if (script == "cyrillic") == bool(CYRILLIC.search(raw)) and (
-            script == "cyrillic" or len(raw) >= 5
-        ):
-            shape = skeleton(raw)
-            if len(shape) >= 2:
-                tokens.append(f"~{shape}")
-    return tokens
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words, stemmed (English, or Russian for Cyrillic words); numbers kept whole."""
-    english, russian = _stemmers()
-    tokens = []
-    for raw in TOKEN.findall(text.lower()):
-        if raw[0].isdigit():
-            tokens.append(raw.replace(",", "."))  # 4,50 and 4.50 are the same price
-        elif CYRILLIC.search(raw):
-            tokens.append(russian.stemWord(raw))
-        elif len(raw) > 1 or raw.isalnum():
-            tokens.append(english.stemWord(raw))
-    return tokens
-
 
 class KeywordIndex:
     """BM25 over every chunk of a collection, built from the store itself so it can never drift."""
@@ -153,8 +88,11 @@ class KeywordIndex:
             corpus.append(tokenize(seen) + cross_script_tokens(seen, "cyrillic"))
         # Document frequencies, for the rarity (IDF) of a question's words in evidence selection.
         self.document_frequency: Counter[str] = Counter()
-        for tokens in corpus:
+        # Every word of each file (its title included): whether a file mentions a name at all.
+        self.file_words: dict[str, set[str]] = {}
+        for tokens, metadata in zip(corpus, metadatas, strict=True):
             self.document_frequency.update(set(tokens))
+            self.file_words.setdefault(str(metadata.get("file", "")), set()).update(tokens)
         if ids:
             self.engine = bm25s.BM25()
             self.engine.index(corpus, show_progress=False)
