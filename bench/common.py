@@ -1,4 +1,4 @@
-"""Small helpers the benchmarks share: progress lines and where the converted embedded model lives."""
+"""Small helpers the benchmarks share: progress lines, result tables, where the converted model lives."""
 
 from __future__ import annotations
 
@@ -20,3 +20,13 @@ def models_cache(requested: Path | None) -> Path | None:
         return requested.resolve()
     default = ROOT / "storage" / "models"
     return default.resolve() if default.is_dir() else None
+
+
+def table(rows: list[tuple[str, ...]]) -> None:
+    """Print rows as aligned columns: the first row is the header, the first column the labels."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        print("  ".join(cells).rstrip())

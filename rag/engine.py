@@ -49,11 +49,15 @@ MODEL_DECLINES = re.compile(
     re.I,
 )
 # Quotes shown under an answer: the best spans, while they score this close to the best one.
-QUOTES_SHOWN = 2
-QUOTE_SCORE_RATIO = 0.8
+QUOTES_SHOWN = 3
+QUOTE_SCORE_RATIO = 0.85
 CLOSEST_SHOWN = 2
 # Chunks retrieved per question at least: evidence is picked from their lines and sentences.
 MIN_CANDIDATE_CHUNKS = 10
+# Words of the earlier question a follow-up is searched with, when the model could not rewrite it.
+FOLLOW_UP_TERMS = 4
+# A last piece shorter than this, cut off by the length limit, is left out rather than shown.
+MIN_FRAGMENT_WORDS = 4
 
 
 @dataclass
@@ -193,7 +197,20 @@ class ChatEngine:
         fits = bool(rewritten) and len(rewritten) <= 3 * len(question) + 200
         if fits and kept & brought_in and len(kept & own) >= len(own) / 2:
             return rewritten
-        return f"{question} ({earlier[-1]})"
+        return self.with_subject(question, earlier[-1])
+
+    def with_subject(self, question: str, earlier: str) -> str:
+        """A follow-up with what the earlier question was about beside it, in a few of its words:
+        its names first, then its rarest words (fewer than the follow-up's own, which matter more).
+        """
+        known = content_stems(question)
+        idf = self.index.retriever(self.profile.collection).keyword_index().idf
+        terms = [t for t in question_terms(earlier, idf) if t.stem not in known]
+        terms.sort(key=lambda t: (not t.proper, -t.weight))
+        chosen = {t.position for t in terms[:FOLLOW_UP_TERMS]}
+        words = re.findall(r"\d+(?:[.,]\d+)*|\w+", earlier)
+        subject = " ".join(word for position, word in enumerate(words) if position in chosen)
+        return f"{question} ({subject or earlier})"
 
     # --- evidence ----------------------------------------------------------------------------------
 
@@ -205,7 +222,9 @@ class ChatEngine:
         hits = retriever.retrieve(question, depth, self.where)
         # A question that names a file ("the Bosfor menu") also searches that file alone, so its
         # best passages are candidates even when other files rank higher overall.
-        named = named_files(question_terms(question, keywords.idf), keywords.files(self.where))
+        named = named_files(
+            question_terms(question, keywords.idf), keywords, keywords.files(self.where)
+        )
         if named:
             only = {"file": {"$in": named}}
             where = {"$and": [self.where, only]} if self.where else only
@@ -308,7 +327,7 @@ class ChatEngine:
             return CITATION.sub(replace, sentence)
 
         shown: list[str] = []
-        declined = False
+        declined = in_code = False
         seen: set[str] = set()
         stream = self._model_stream(messages)
         try:
@@ -319,6 +338,13 @@ class ChatEngine:
                 if key in seen:  # the model is looping: stop it
                     break
                 seen.add(key)
+                if "```" in sentence or in_code:
+                    # Code the model writes is its own knowledge, never a passage: left out.
+                    in_code = in_code != (sentence.count("```") % 2 == 1)
+                    answer.verified = False
+                    continue
+                if not complete and len(sentence.split()) < MIN_FRAGMENT_WORDS:
+                    break
                 if MODEL_DECLINES.search(sentence):
                     declined = True
                     break

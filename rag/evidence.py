@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Protocol
@@ -18,10 +18,12 @@ from rag.verify import names
 # Units of a chunk: a logical line (menus, tables, lists, key: value) or a sentence of prose.
 # A logical line longer than this is prose: it is cut into sentences.
 PROSE_LINE = 160
+# A word in at most this many passages is distinctive enough to name a file by its title.
+RARE_CHUNKS = 3
 EMBED_CHARS = 240
 SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]*\s+(?=[\"“«(]?[A-ZА-ЯЁ0-9])")
 # A line that plainly goes on in the next one (wrapped prose, an item name over two lines).
-CONTINUES = re.compile(r"[,(\-–—/&+]$|\b(?:and|or|of|the|a|an|to|with|in|for|и|с|в|на)$", re.I)
+CONTINUES = re.compile(r"[,(\-–—/&+=×]$|\b(?:and|or|of|the|a|an|to|with|in|for|и|с|в|на)$", re.I)
 # "title: Junior Developer", "work[0].name: Pied Piper": one fact a line, whatever its case.
 KEY_VALUE = re.compile(r"^[\w\[\]. -]{1,40}: ")
 ENDS = re.compile(r"[.!?:;)»\"”\]]$|\d\S{0,3}$")
@@ -125,13 +127,14 @@ class Findings:
     reason: str = ""  # why it is not answerable, for the user
     terms: list[str] = field(default_factory=list)
     named_files: list[str] = field(default_factory=list)
+    deciding: Evidence | None = None  # the span the verdict was judged on
 
 
 @dataclass(frozen=True)
 class Calibration:
     """Thresholds of the answerability decision (see bench/answers.py for how they were chosen)."""
 
-    min_confidence: float = 0.42
+    min_confidence: float = 0.40
     max_units: int = 6  # evidence spans handed to the model
     max_per_chunk: int = 3
     embed_limit: int = 32  # spans embedded per question (the most promising by keywords and rank)
@@ -181,9 +184,12 @@ def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bo
 
 
 def is_heading(line: str, following: str) -> bool:
-    """A short line without numbers over a line with them: a menu or list section ("Brussels
-    beers" over "Zinnebir (6◦) 3.50e")."""
+    """A line that titles the lines under it: a short line without numbers over one with them (a
+    menu section: "Brussels beers" over "Zinnebir (6◦) 3.50e"), or a short line ending in a colon
+    ("Core job duties include:")."""
     has_digit = re.compile(r"\d")
+    if line.rstrip().endswith(":") and len(line.split()) <= 8:
+        return True
     return (
         len(line.split()) <= 4 and not has_digit.search(line) and bool(has_digit.search(following))
     )
@@ -200,6 +206,27 @@ def _strip(text: str, start: int, end: int) -> tuple[int, int]:
 # --- matching terms ---------------------------------------------------------------------------------
 
 
+def _same_shape(found: str, wanted: str) -> bool:
+    """Skeletons equal, or one letter apart when long ("lingvini" and "linguine")."""
+    if found == wanted:
+        return True
+    if min(len(found), len(wanted)) < 4 or abs(len(found) - len(wanted)) > 1:
+        return False
+    return _edit_distance(found, wanted) <= 1
+
+
+def _edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, left in enumerate(a, 1):
+        current = [i]
+        for j, right in enumerate(b, 1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (left != right))
+            )
+        previous = current
+    return previous[-1]
+
+
 def _is_cyrillic(word: str) -> bool:
     return bool(re.search(r"[\u0400-\u04ff]", word))
 
@@ -212,6 +239,7 @@ class Term:
     raw: str
     weight: float
     proper: bool = False
+    position: int = 0  # index of its word in the question
 
 
 def question_terms(question: str, idf: Any) -> list[Term]:
@@ -221,7 +249,7 @@ def question_terms(question: str, idf: Any) -> list[Term]:
     proper = {name.casefold() for name in names(question)}
     unseen = idf("\0")  # the rarity of a word no chunk has
     terms: dict[str, Term] = {}
-    for raw in re.findall(r"\d+(?:[.,]\d+)*|\w+", question):
+    for position, raw in enumerate(re.findall(r"\d+(?:[.,]\d+)*|\w+", question)):
         for stem in tokenize(raw):
             if stem in stop or stem in terms or (len(stem) < 2 and not stem.isdigit()):
                 continue
@@ -231,7 +259,7 @@ def question_terms(question: str, idf: Any) -> list[Term]:
                 # A common word no document uses is more likely the asker's paraphrase than the
                 # subject ("employment" for "type: Full Time"); an unknown name is the subject.
                 rarity *= 0.5
-            terms[stem] = Term(stem, raw.casefold(), rarity, is_proper)
+            terms[stem] = Term(stem, raw.casefold(), rarity, is_proper, position)
     return list(terms.values())
 
 
@@ -258,7 +286,7 @@ class TermMatcher:
                 continue
             # Only across scripts: within one script, stems already decide.
             if any(
-                _is_cyrillic(word) != _is_cyrillic(term.raw) and skeleton(word) == wanted
+                _is_cyrillic(word) != _is_cyrillic(term.raw) and _same_shape(skeleton(word), wanted)
                 for word in words
             ):
                 found.add(term.stem)
@@ -283,6 +311,9 @@ class Collection(Protocol):
     """What selection needs to know of the whole collection (rag.retrieve.KeywordIndex)."""
 
     def idf(self, stem: str) -> float: ...
+
+    document_frequency: Mapping[str, int]
+    file_heads: dict[str, set[str]]
 
     def files(self, where: dict[str, Any] | None = None) -> list[str]: ...
 
@@ -315,22 +346,25 @@ def answer_type(question: str) -> tuple[str, re.Pattern[str]] | None:
     return None
 
 
-def named_files(terms: Sequence[Term], files: Sequence[str]) -> list[str]:
-    """Files a question names by a distinctive word of their title ("the Bosfor menu")."""
+def named_files(terms: Sequence[Term], collection: Collection, files: Sequence[str]) -> list[str]:
+    """Files a question names by a distinctive word of their title ("the Bosfor menu"): a name,
+    or a word few passages use ("fosdem"), in the title of one file only ("application" in a job
+    posting's file name does not name it)."""
     generic = stems_of(GENERIC_TITLE_WORDS)
     matcher = TermMatcher(terms)
     titles = {file: matcher.matched(document_title(file)) - generic for file in files}
     named: set[str] = set()
     for term in terms:
+        distinctive = term.proper or collection.document_frequency.get(term.stem, 0) <= RARE_CHUNKS
         owners = [file for file, found in titles.items() if term.stem in found]
-        if owners and len(owners) <= 2 and len(owners) < len(files):
+        if distinctive and len(owners) == 1 and len(files) > 1:
             named.update(owners)
     return sorted(named)
 
 
 class _Scope:
-    """Per file: the question's terms that only say which file it is about (its title, or a proper
-    name the file mentions anywhere), and whether the file can be about the question at all."""
+    """Per file: the question's terms its title holds (they only say which file the question is
+    about), the names it mentions somewhere, and whether it can be about the question at all."""
 
     def __init__(self, terms: Sequence[Term], collection: Collection, matcher: TermMatcher) -> None:
         self.terms = terms
@@ -341,21 +375,32 @@ class _Scope:
         )
         # Names of two or more words the collection knows ("Richard Hendriks", "Chimay Bleue"): a
         # file that lacks one is about something else. One-word names only weigh as terms.
-        multiword = {t.stem for a, b in pairwise(terms) if a.proper and b.proper for t in (a, b)}
+        multiword = {
+            t.stem
+            for a, b in pairwise(terms)
+            if a.proper and b.proper and b.position == a.position + 1
+            for t in (a, b)
+        }
         self.known_names = [
             t for t in terms if t.stem in multiword and matcher.in_vocabulary(t, everywhere)
         ]
-        self._cache: dict[str, tuple[set[str], bool]] = {}
+        self._cache: dict[str, tuple[set[str], set[str], bool]] = {}
 
-    def of(self, file: str) -> tuple[set[str], bool]:
+    def of(self, file: str) -> tuple[set[str], set[str], bool]:
+        """(title terms, names the file mentions, whether it mentions every known long name)."""
         if file not in self._cache:
             words = self.collection.file_words.get(file, set())
-            scope = self.matcher.matched(document_title(file))
-            scope |= {
+            head = self.collection.file_heads.get(file, set())
+            # A name at the head of a file (front matter, a CV's name) is what the file is about:
+            # like its title, it says which file the question is about, not which line answers.
+            title = self.matcher.matched(document_title(file)) | {
+                t.stem for t in self.terms if t.proper and self.matcher.in_vocabulary(t, head)
+            }
+            mentioned = {
                 t.stem for t in self.terms if t.proper and self.matcher.in_vocabulary(t, words)
             }
-            eligible = all(t.stem in scope for t in self.known_names)
-            self._cache[file] = (scope, eligible)
+            eligible = all(t.stem in title | mentioned for t in self.known_names)
+            self._cache[file] = (title, mentioned, eligible)
         return self._cache[file]
 
 
@@ -375,7 +420,7 @@ def select(
     question = tidy(question)
     terms = question_terms(question, collection.idf)
     matcher = TermMatcher(terms)
-    named = named_files(terms, collection.files(where))
+    named = named_files(terms, collection, collection.files(where))
     scopes = _Scope(terms, collection, matcher)
     wanted = answer_type(question)
     preferred = [needs for asks, needs in PREFERRED_TYPES if asks.search(question)]
@@ -389,15 +434,16 @@ def select(
         heading: set[str] = set()  # the terms of the heading over the current section
         for position, (start, end) in enumerate(spans):
             following = lines[position + 1] if position + 1 < len(lines) else ""
-            if is_heading(lines[position], following):
+            titled = is_heading(lines[position], following)
+            if titled:
                 heading = owns[position]
             neighbours: set[str] = set(heading)
             for other in (position - 1, position + 1):
                 if 0 <= other < len(spans):
                     neighbours |= owns[other]
             candidate = _Candidate(rank, hit, start, end, owns[position], neighbours, file)
-            candidate.informative = len(lines[position].split()) >= 3 or any(
-                ch.isdigit() for ch in lines[position]
+            candidate.informative = not titled and (
+                len(lines[position].split()) >= 3 or any(ch.isdigit() for ch in lines[position])
             )
             candidates.append(candidate)
     if not candidates:
@@ -406,15 +452,21 @@ def select(
         )
 
     for candidate in candidates:
-        scope, candidate.eligible = scopes.of(candidate.file)
-        subject = [term for term in terms if term.stem not in scope]
+        title, mentioned, candidate.eligible = scopes.of(candidate.file)
+        subject = [term for term in terms if term.stem not in title]
         if subject:
-            own = weight(t for t in subject if t.stem in candidate.own)
-            near = weight(t for t in subject if t.stem in candidate.context - candidate.own)
-            # The lines around help a span, but less than its own words.
-            candidate.coverage = (own + 0.6 * near) / (weight(subject) or 1.0)
+            own = {t.stem for t in subject if t.stem in candidate.own}
+            near = {t.stem for t in subject if t.stem in candidate.context} - own
+            elsewhere = (mentioned - own) - near
+            # The lines around a span help it, and so does a name its file mentions elsewhere (a
+            # CV names its person once, at the top), but less than the span's own words.
+            candidate.coverage = (
+                weight(t for t in subject if t.stem in own)
+                + 0.6 * weight(t for t in subject if t.stem in near)
+                + 0.5 * weight(t for t in subject if t.stem in elsewhere)
+            ) / (weight(subject) or 1.0)
         else:  # the question only names its subject ("tell me about Pear Deck")
-            candidate.coverage = 1.0 if scope else 0.0
+            candidate.coverage = 1.0 if title else 0.0
         if wanted is not None:
             candidate.typed = bool(wanted[1].search(_text(candidate)))
         candidate.preferred = all(needs.search(_text(candidate)) for needs in preferred)
@@ -424,8 +476,8 @@ def select(
     for candidate in candidates:
         prior = 1.0 / (1.0 + candidate.hit_rank)
         candidate.score = 0.55 * candidate.coverage + 0.35 * candidate.similarity + 0.10 * prior
-        if not candidate.typed:
-            candidate.score *= 0.6
+        if not candidate.typed:  # a question may ask two things: only one needs the type
+            candidate.score *= 0.75
         if not candidate.preferred:
             candidate.score *= 0.85
         if not candidate.eligible:
@@ -449,7 +501,7 @@ def select(
     if answerable:
         per_chunk: dict[int, int] = {}
         floor = eligible[0].score * 0.55
-        for candidate in eligible:
+        for candidate in [c for c in ranked if c.eligible]:
             if len(chosen) == calibration.max_units or candidate.score < floor:
                 break
             if per_chunk.get(candidate.hit_rank, 0) == calibration.max_per_chunk:
@@ -465,6 +517,7 @@ def select(
         reason=reason,
         terms=_names(terms),
         named_files=named,
+        deciding=_evidence(eligible[0]) if eligible else None,
     )
 
 
@@ -473,8 +526,9 @@ def _names(terms: Sequence[Term]) -> list[str]:
 
 
 def _confidence(candidate: _Candidate) -> float:
-    """How surely a span answers: its term coverage, or a close paraphrase (the embedder)."""
-    return max(candidate.coverage, 0.75 * candidate.coverage + 0.5 * candidate.similarity - 0.1)
+    """How surely a span answers: the mean of its term coverage and its closeness in meaning (the
+    embedder), so a paraphrase with few shared words can still answer (bench/answers.py)."""
+    return (candidate.coverage + candidate.similarity) / 2
 
 
 def _text(candidate: _Candidate) -> str:

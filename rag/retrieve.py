@@ -24,6 +24,8 @@ RRF_K = 60
 # not depend on how many the caller asked for.
 CANDIDATES = 4  # per requested chunk
 MIN_CANDIDATES = 30
+# The head of a file, where it says what it is about (front matter, a CV's name): characters.
+HEAD_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,15 @@ class KeywordIndex:
         self.document_frequency: Counter[str] = Counter()
         # Every word of each file (its title included): whether a file mentions a name at all.
         self.file_words: dict[str, set[str]] = {}
-        for tokens, metadata in zip(corpus, metadatas, strict=True):
+        # The words at the head of each file (its first chunk's start): what the file is about.
+        self.file_heads: dict[str, set[str]] = {}
+        for tokens, metadata, text in zip(corpus, metadatas, texts, strict=True):
+            file = str(metadata.get("file", ""))
             self.document_frequency.update(set(tokens))
-            self.file_words.setdefault(str(metadata.get("file", "")), set()).update(tokens)
+            self.file_words.setdefault(file, set()).update(tokens)
+            if metadata.get("chunk") == 0:
+                head = text[:HEAD_CHARS]
+                self.file_heads[file] = set(tokenize(head) + cross_script_tokens(head, "cyrillic"))
         if ids:
             self.engine = bm25s.BM25()
             self.engine.index(corpus, show_progress=False)

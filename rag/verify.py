@@ -16,6 +16,8 @@ NUMBER = re.compile(r"(?<![\w.,])\d+(?:[  ,.]\d+)*")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]\"']+", re.I)
 CITATION = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
+# A citation in another style a model may use: "[guide.pdf, 2]", "[menu.pdf, page 1]".
+FILE_CITATION = re.compile(r"\[[^\[\]\n]{0,160}?\.[A-Za-z]{2,5}\b[^\[\]\n]{0,40}\]")
 LIST_MARKER = re.compile(r"(?m)^\s*(?:\d{1,2}[.)]|[-*•])\s+")
 # A sentence whose content words are mostly absent from the evidence is the model's own.
 GROUNDED_SHARE = 0.6
@@ -133,7 +135,7 @@ def number_supported(number: str, values: set[Decimal]) -> bool:
 
 def facts(text: str) -> list[Fact]:
     """The checkable facts of a text, in order, without citation markers and list numbers."""
-    text = LIST_MARKER.sub(" ", CITATION.sub(" ", tidy(text)))
+    text = LIST_MARKER.sub(" ", FILE_CITATION.sub(" ", CITATION.sub(" ", tidy(text))))
     found: list[Fact] = []
     for match in URL.finditer(text):
         found.append(Fact("url", match.group().rstrip(".,;:!?")))

@@ -1,8 +1,9 @@
-"""The chat engine: cited streaming answers, condensed follow-ups, bounded memory, fenced documents."""
+"""The chat engine: verified, cited answers from quoted evidence; refusals; follow-ups; fenced data."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,12 +45,76 @@ def ollama_engine(index: Index, server: FakeOllama, **kwargs) -> ChatEngine:  # 
     return ChatEngine(index, build_llm(settings), DEFAULT_PROFILE, **kwargs)
 
 
-def test_answer_streams_with_its_sources(filled_index: Index, ollama: FakeOllama) -> None:
+def test_answer_streams_with_its_quoted_source(filled_index: Index, ollama: FakeOllama) -> None:
     answer = ollama_engine(filled_index, ollama).ask("When does the lighthouse open?")
     tokens = list(answer.stream())
-    assert len(tokens) > 3 and answer.text == ollama.reply
-    assert (answer.sources[0].file, answer.sources[0].page) == ("guide.pdf", 2)
+    assert len(tokens) > 1 and answer.text.startswith(ollama.reply)
+    assert "> “The lighthouse opens at nine in the morning.” [1]" in answer.text
+    assert answer.verified and not answer.refused
+    source = answer.sources[0]
+    assert (source.file, source.page) == ("guide.pdf", 2)
+    assert source.quote == "The lighthouse opens at nine in the morning."
     assert answer.model == "ollama llama3.2"
+
+
+def test_an_unsupported_number_is_replaced_by_the_quote(
+    filled_index: Index, ollama: FakeOllama
+) -> None:
+    ollama.reply = "The lighthouse opens at 7 in the morning [1]."
+    answer = ollama_engine(filled_index, ollama).ask("When does the lighthouse open?")
+    list(answer.stream())
+    assert "7" not in answer.text
+    assert answer.text.startswith("The documents say:")
+    assert "“The lighthouse opens at nine in the morning.” [1]" in answer.text
+    assert "could not be verified" in answer.text
+    assert not answer.verified and answer.facts_rejected == 1
+
+
+def test_an_unanswerable_question_is_refused_without_the_model(
+    filled_index: Index, ollama: FakeOllama
+) -> None:
+    answer = ollama_engine(filled_index, ollama).ask("What is the capital of Mars?")
+    list(answer.stream())
+    assert answer.refused
+    assert answer.text.startswith("The documents don't say")
+    assert "I searched for “What is the capital of Mars?”" in answer.text
+    assert ollama.chat_requests() == []
+
+
+def test_a_looping_model_is_stopped_and_shown_once(filled_index: Index, ollama: FakeOllama) -> None:
+    ollama.reply = "The lighthouse opens at nine. " * 6
+    answer = ollama_engine(filled_index, ollama).ask("When does the lighthouse open?")
+    list(answer.stream())
+    assert answer.text.count("The lighthouse opens at nine.") == 1
+
+
+def test_a_reply_cut_mid_sentence_says_so(filled_index: Index, ollama: FakeOllama) -> None:
+    ollama.reply = "The lighthouse opens at nine. It opens every morning of the"
+    answer = ollama_engine(filled_index, ollama).ask("When does the lighthouse open?")
+    list(answer.stream())
+    assert answer.cut_off
+    assert "It opens every morning of the … _(cut off at the length limit)_" in answer.text
+
+
+def test_citations_are_renumbered_in_the_order_the_answer_uses_them(
+    index: Index, data_dir: Path, ollama: FakeOllama
+) -> None:
+    write_pdf(
+        data_dir / "harbour.pdf",
+        ["The harbour ferry leaves at six.", "The harbour cafe sells tea for 2.50 euros."],
+    )
+    assert index.ingest([data_dir]).ok
+    ollama.reply = "The ferry leaves at six and tea is 2.50 euros [2]."
+    question = "When does the harbour ferry leave, and what does tea cost?"
+    answer = ollama_engine(index, ollama).ask(question)
+    list(answer.stream())
+    prompt = ollama.chat_requests()[-1]["messages"][0]["content"]
+    second = re.search(r'<document n="2" file="harbour.pdf" page="(\d)">', prompt)
+    assert second is not None  # both pages were evidence
+    assert answer.text.startswith("The ferry leaves at six and tea is 2.50 euros [1].")
+    assert answer.sources[0].page == int(second.group(1))
+    pages = [(source.file, source.page) for source in answer.sources]
+    assert len(pages) == len(set(pages))  # one chip per file and page
 
 
 def test_documents_are_fenced_data_under_the_system_rules(
@@ -68,12 +133,11 @@ def test_documents_are_fenced_data_under_the_system_rules(
     assert content.count("</document>") == content.count('<document n="')
 
 
-def test_no_relevant_documents_tells_the_model_to_say_so(index: Index, ollama: FakeOllama) -> None:
+def test_an_empty_collection_is_refused(index: Index, ollama: FakeOllama) -> None:
     answer = ollama_engine(index, ollama).ask("What is the capital of Mars?")
     list(answer.stream())
-    assert answer.sources == []
-    system = ollama.chat_requests()[-1]["messages"][0]["content"]
-    assert "No document relevant to this question was found" in system
+    assert answer.refused and answer.sources == []
+    assert ollama.chat_requests() == []
 
 
 def test_follow_up_is_condensed_and_history_is_sent(
@@ -81,12 +145,34 @@ def test_follow_up_is_condensed_and_history_is_sent(
 ) -> None:
     engine = ollama_engine(filled_index, ollama)
     list(engine.ask("When does the lighthouse open?").stream())
+    # The fake model answers the condense prompt (and the question) with its canned reply.
+    ollama.reply = "When does the lighthouse open on Sundays?"
     follow_up = engine.ask("And on Sundays?")
     list(follow_up.stream())
-    # The fake model answers the condense prompt with its canned reply: that is the standalone question.
-    assert follow_up.standalone_question == ollama.reply
+    assert follow_up.standalone_question == "When does the lighthouse open on Sundays?"
     roles = [m["role"] for m in ollama.chat_requests()[-1]["messages"]]
     assert roles == ["system", "user", "assistant", "user"]
+
+
+def test_a_rewrite_that_loses_the_follow_up_gives_way_to_the_earlier_subject(
+    filled_index: Index, ollama: FakeOllama
+) -> None:
+    engine = ollama_engine(filled_index, ollama)
+    list(engine.ask("When does the lighthouse open?").stream())
+    ollama.reply = "When does the lighthouse open?"  # a tiny model repeating the earlier question
+    follow_up = engine.ask("And on Sundays?")
+    list(follow_up.stream())
+    assert follow_up.standalone_question == "And on Sundays? (lighthouse open)"
+
+
+def test_a_standalone_question_is_not_rewritten(filled_index: Index, ollama: FakeOllama) -> None:
+    engine = ollama_engine(filled_index, ollama)
+    list(engine.ask("When does the lighthouse open?").stream())
+    asked = len(ollama.chat_requests())
+    follow_up = engine.ask("What does the ferry timetable say?")
+    list(follow_up.stream())
+    assert follow_up.standalone_question == "What does the ferry timetable say?"
+    assert len(ollama.chat_requests()) == asked + 1  # the answer only, no condense call
 
 
 def test_memory_stays_within_its_token_budget(filled_index: Index, ollama: FakeOllama) -> None:

@@ -1,0 +1,228 @@
+"""Answer benchmark: our grounded answers vs LlamaIndex's `condense_plus_context` chat engine.
+
+    .venv/bin/python bench/answers.py [--sets dev,heldout] [--no-baseline] [--models-cache DIR]
+                                      [--reports DIR]
+
+In one process, offline, with the embedded SmolLM2 and the bundled MiniLM for both systems:
+
+  1. indexes the shared corpus (menus, jobs, the essay, the CV and the good PDFs) into one
+     collection of a temporary storage folder, as `rag ingest` does;
+  2. calibration, on the development set only (bench/qa/answers.jsonl), without the model: for
+     each answerability threshold, the share of unanswerable questions refused (refusal recall),
+     of answerable ones refused (false refusals), and of answerable ones whose quoted evidence
+     already holds the answer; the threshold in use is marked;
+  3. ours: `rag eval --answers` on each set (ChatEngine, general profile, one fresh conversation
+     per question, its history asked first);
+  4. LlamaIndex: `VectorStoreIndex.from_vector_store` over the same Chroma collection (same chunks,
+     same embedder), `as_chat_engine(chat_mode="condense_plus_context", llm=the same SmolLM2,
+     similarity_top_k=5)`, judged by the same rules (rag.evaluate.judge);
+  5. prints the metrics side by side with the goals, and the questions each system got wrong.
+
+The held-out set (bench/qa/answers_heldout.jsonl) was written apart from the development set and is
+never used to tune anything: its numbers are the ones to trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+SETS = {"dev": ROOT / "bench" / "qa" / "answers.jsonl"}
+SETS["heldout"] = ROOT / "bench" / "qa" / "answers_heldout.jsonl"
+DOCUMENTS = ["menus", "jobs", "essays", "cv", "pdfs/good"]
+sys.path.insert(0, str(ROOT))
+
+from common import models_cache, say, table  # noqa: E402
+
+from rag.cli import offline_environment  # noqa: E402
+
+offline_environment()
+
+GOALS = {
+    "accuracy": ">= 0.85",
+    "refusal_recall": ">= 0.90",
+    "false_refusal_rate": "<= 0.10",
+    "verified_fact_rate": "1.0 (none unverified)",
+    "citation_accuracy": ">= 0.95",
+    "first_token_p50_s": "<= 2 s",
+}
+THRESHOLDS = [0.30, 0.34, 0.36, 0.38, 0.40, 0.42, 0.44, 0.46, 0.50]
+BASELINE_TOP_K = 5
+
+
+def build(storage: Path, cache: Path | None) -> tuple[Any, Any, Any]:
+    """The index over the corpus, the embedded LLM, and the general profile."""
+    from rag.config import Settings
+    from rag.index import Index
+    from rag.llm import build_llm
+    from rag.profiles import get_profile
+
+    if cache is not None:
+        storage.mkdir(parents=True, exist_ok=True)
+        (storage / "models").symlink_to(cache, target_is_directory=True)
+    settings = Settings(storage_dir=storage, llm="embedded", profiles_dir=ROOT / "profiles")
+    index = Index(settings)
+    started = time.perf_counter()
+    report = index.ingest([CORPUS / folder for folder in DOCUMENTS])
+    say(
+        f"indexed {len(report.indexed)} files, {report.chunks_written} chunks in "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    llm = build_llm(settings)
+    say("loading the embedded model (converted once into storage/models, about 30 s)")
+    llm.warm_up()
+    return index, llm, get_profile(settings.profiles_dir, "general")
+
+
+# --- calibration (no model) ---------------------------------------------------------------------
+
+
+def calibrate(index: Any, profile: Any, items: list[Any]) -> None:
+    """Refusal recall, false refusals and evidence accuracy for each answerability threshold."""
+    import re
+
+    from rag.engine import QUOTES_SHOWN, ChatEngine, needs_context
+    from rag.evidence import DEFAULT_CALIBRATION
+
+    engine = ChatEngine(index, None, profile)  # type: ignore[arg-type]  # the model is not asked
+    rows = []
+    for item in items:
+        question = item.question
+        if item.history and needs_context(question):
+            question = engine.with_subject(question, item.history[-1])
+        findings = engine.find_evidence(question)
+        quotes = " ".join(e.quote for e in findings.evidence[:QUOTES_SHOWN])
+        holds = bool(item.must) and all(re.search(p, quotes, re.I) for p in item.must)
+        hard = bool(findings.reason) and findings.reason != "no passage found answers it"
+        rows.append((item, findings.confidence, hard, holds))
+    print("\n== calibration of 'the documents don't say' (development set, no model)")
+    print(f"{'threshold':>10} {'refusal recall':>15} {'false refusals':>15} {'evidence holds':>15}")
+    answerable = [r for r in rows if not r[0].refuse]
+    unanswerable = [r for r in rows if r[0].refuse]
+    for threshold in THRESHOLDS:
+        refused = [hard or confidence < threshold for _, confidence, hard, _ in rows]
+        by_item = {id(r[0]): refuse for r, refuse in zip(rows, refused, strict=True)}
+        recall = sum(by_item[id(r[0])] for r in unanswerable) / len(unanswerable)
+        false = sum(by_item[id(r[0])] for r in answerable) / len(answerable)
+        holds = sum(r[3] and not by_item[id(r[0])] for r in answerable) / len(answerable)
+        mark = "  <- in use" if abs(threshold - DEFAULT_CALIBRATION.min_confidence) < 1e-9 else ""
+        print(f"{threshold:>10.2f} {recall:>15.3f} {false:>15.3f} {holds:>15.3f}{mark}")
+
+
+# --- the two systems ------------------------------------------------------------------------------
+
+
+def ours(index: Any, llm: Any, profile: Any) -> Callable[[Any], Any]:
+    from rag.engine import ChatEngine
+    from rag.evaluate import engine_replies
+
+    return engine_replies(lambda: ChatEngine(index, llm, profile))
+
+
+def llamaindex(index: Any, llm: Any) -> Callable[[Any], Any]:
+    """LlamaIndex's chat engine over the same collection, embedder and model."""
+    from llama_index.core import VectorStoreIndex
+
+    from rag.evaluate import Reply
+
+    store = index.collection().vector_store()
+    vectors = VectorStoreIndex.from_vector_store(store, embed_model=index.embedder)
+
+    def ask(item: Any) -> Reply:
+        engine = vectors.as_chat_engine(
+            chat_mode="condense_plus_context", llm=llm, similarity_top_k=BASELINE_TOP_K
+        )
+        for earlier in item.history:
+            engine.chat(earlier)
+        started = time.perf_counter()
+        response = engine.stream_chat(item.question)
+        first = None
+        parts = []
+        for token in response.response_gen:
+            if first is None and token.strip():
+                first = time.perf_counter() - started
+            parts.append(token)
+        nodes = response.source_nodes
+        return Reply(
+            text="".join(parts).strip(),
+            first_token_s=first,
+            sources=[(n.node.metadata.get("file"), n.node.metadata.get("page")) for n in nodes],
+            context=[n.node.get_content() for n in nodes],
+        )
+
+    return ask
+
+
+def run(name: str, ask: Callable[[Any], Any], items: list[Any]) -> Any:
+    from rag.evaluate import evaluate_answers
+
+    started = time.perf_counter()
+
+    def progress(number: int, row: Any) -> None:
+        if number % 10 == 0 or number == len(items):
+            say(f"{name}: {number}/{len(items)} ({time.perf_counter() - started:.0f} s)")
+
+    return evaluate_answers(items, ask, progress)
+
+
+def show(set_name: str, results: dict[str, Any], reports: Path | None) -> None:
+    from rag.evaluate import write_rows
+
+    metrics = {name: result.to_json() for name, result in results.items()}
+    names = list(results)
+    first = metrics[names[0]]
+    print(
+        f"\n== answers on the {set_name} set ({first['answerable']} answerable, "
+        f"{first['unanswerable']} unanswerable)"
+    )
+    rows = [("metric", *names, "goal")]
+    for key, goal in GOALS.items():
+        values = [metrics[name][key] for name in names]
+        rows.append((key, *("-" if v is None else f"{v:.3f}" for v in values), goal))
+    table(rows)
+    for name, result in results.items():
+        wrong = [row.item.id for row in result.rows if not row.correct]
+        print(f"  {name} wrong ({len(wrong)}): {', '.join(wrong) or 'none'}")
+        if reports is not None:
+            reports.mkdir(parents=True, exist_ok=True)
+            path = reports / f"answers-{set_name}-{name}.jsonl"
+            write_rows([row.to_json() for row in result.rows], path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default="dev,heldout", help="comma-separated: dev, heldout")
+    parser.add_argument("--no-baseline", action="store_true", help="skip LlamaIndex's engine")
+    parser.add_argument("--models-cache", type=Path, default=None)
+    parser.add_argument("--reports", type=Path, default=None, help="write per-question JSONL here")
+    args = parser.parse_args()
+
+    import logging
+    import warnings
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    from rag.evaluate import load_answer_questions
+
+    sets = {name: load_answer_questions(SETS[name]) for name in args.sets.split(",")}
+    with tempfile.TemporaryDirectory(prefix="bench-answers-") as temp:
+        index, llm, profile = build(Path(temp) / "storage", models_cache(args.models_cache))
+        if "dev" in sets:
+            calibrate(index, profile, sets["dev"])
+        for set_name, items in sets.items():
+            results = {"ours": run(f"ours/{set_name}", ours(index, llm, profile), items)}
+            if not args.no_baseline:
+                results["llamaindex"] = run(f"llamaindex/{set_name}", llamaindex(index, llm), items)
+            show(set_name, results, args.reports)
+        index.close()
+
+
+if __name__ == "__main__":
+    main()
