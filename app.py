@@ -23,6 +23,7 @@ from rag.chat import ChatService, ChatSession, history_from_turns, stream_tokens
 from rag.cli import offline_environment
 from rag.config import load_settings
 from rag.errors import RagError
+from rag.evidence import Findings
 from rag.retrieve import Source
 from rag.threads import thread_database
 from rag.web import LocalFileStore, UploadLimitMiddleware, install_routes, user_store
@@ -270,32 +271,51 @@ async def answer(session: ChatSession, question: str) -> None:
     async with cl.Step(name="Search", type="retrieval") as step:
         step.input = question
         result = await asyncio.to_thread(session.ask, question)
-        step.output = describe_search(result.standalone_question, result.sources)
+        step.output = describe_search(result.findings)
     note = service.sync_status.note()
     reply = cl.Message(content=f"_{note}_\n\n" if note else "")
     async for token in stream_tokens(result):
         await reply.stream_token(token)
-    reply.elements = citations(session, result.sources)
+    reply.elements = await asyncio.to_thread(citations, session, result.sources)
     if result.sources:
         names = ", ".join(element.name for element in reply.elements)
-        await reply.stream_token(f"\n\n**Sources:** {names}")
+        label = "Closest passages" if result.refused else "Sources"
+        await reply.stream_token(f"\n\n**{label}:** {names}")
     await reply.send()
 
 
-def describe_search(standalone: str, sources: list[Source]) -> str:
-    lines = [f"Searched for: {standalone}", ""]
-    lines += [f"{n}. {s.citation()} (score {s.score:.3f})" for n, s in enumerate(sources, 1)]
-    return "\n".join(lines) if sources else f"Searched for: {standalone}\n\nNothing relevant found."
+def describe_search(findings: Findings) -> str:
+    """The Search step: what was searched, and the evidence found (or why nothing answers)."""
+    lines = [f"Searched for: {findings.question}", ""]
+    if findings.answerable:
+        lines.append(f"Evidence (confidence {findings.confidence:.2f}):")
+        spans = findings.evidence
+    else:
+        lines.append(f"Nothing answers it ({findings.reason}). Closest passages:")
+        spans = findings.closest
+    lines += [
+        f"{n}. “{e.display()}” ({e.citation()}, score {e.score:.3f})"
+        for n, e in enumerate(spans, 1)
+    ]
+    return (
+        "\n".join(lines)
+        if spans
+        else f"Searched for: {findings.question}\n\nNothing relevant found."
+    )
 
 
 def citations(session: ChatSession, sources: list[Source]) -> list[Any]:
-    """One element per source; names are unique within the message so pages never collide."""
+    """One element per cited page: a PDF page opens with its quote highlighted, other files show
+    the quote above its passage. Names are unique within the message so pages never collide."""
     elements: list[Any] = []
     for number, source in enumerate(sources, 1):
         name = f"[{number}] {source.citation()}"
-        path = service.source_path(session.profile.collection, source)
-        if path is not None and path.suffix.lower() == ".pdf" and source.page:
-            elements.append(cl.Pdf(name=name, path=str(path), page=source.page, display="side"))
+        excerpt = service.cited_page(session.profile.collection, source)
+        if excerpt is not None:
+            elements.append(cl.Pdf(name=name, path=str(excerpt), page=1, display="side"))
         else:
-            elements.append(cl.Text(name=name, content=source.text, display="side"))
+            quoted = (
+                f"> {' '.join((source.quote or '').split())}\n\n---\n\n" if source.quote else ""
+            )
+            elements.append(cl.Text(name=name, content=quoted + source.text, display="side"))
     return elements

@@ -53,7 +53,7 @@ GOALS = {
     "citation_accuracy": ">= 0.95",
     "first_token_p50_s": "<= 2 s",
 }
-THRESHOLDS = [0.30, 0.34, 0.36, 0.38, 0.40, 0.42, 0.44, 0.46, 0.50]
+THRESHOLDS = [0.30, 0.35, 0.40, 0.42, 0.44, 0.45, 0.46, 0.48, 0.50, 0.55]
 BASELINE_TOP_K = 5
 
 

@@ -346,6 +346,8 @@ class Completion:
             "sources": [source.to_json() for source in answer.sources],
             "standalone_question": answer.standalone_question,
             "backend": answer.model,
+            "refused": answer.refused,
+            "verified": answer.verified,
         }
         if self.notice:
             extra["notice"] = self.notice

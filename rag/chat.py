@@ -18,6 +18,7 @@ from llama_index.core.llms import LLM
 from rag.config import Settings
 from rag.engine import Answer, ChatEngine
 from rag.errors import RagError
+from rag.excerpt import page_excerpt
 from rag.index import Index
 from rag.ingest import IngestReport, Progress
 from rag.llm import build_llm, describe_llm
@@ -152,6 +153,20 @@ class ChatService:
         record = self.index.manifest.get(collection, source.file_id)
         path = Path(record.source) if record else None
         return path if path and path.is_file() else None
+
+    def cited_page(self, collection: str, source: Source) -> Path | None:
+        """A one-page PDF of a cited PDF page with its quote highlighted, for showing it; None
+        for other files, or when the PDF cannot be read now (the passage is shown instead)."""
+        path = self.source_path(collection, source)
+        if path is None or path.suffix.lower() != ".pdf" or not source.page:
+            return None
+        try:
+            return page_excerpt(
+                path, source.page, source.quote or "", self.settings.storage_dir / "excerpts"
+            )
+        except (ValueError, OSError) as error:
+            logger.warning("no excerpt of %s, page %s: %s", source.file, source.page, error)
+            return None
 
     def health(self) -> dict[str, Any]:
         statuses = {s.name: {"files": s.files, "chunks": s.chunks} for s in self.index.status()}

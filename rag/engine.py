@@ -50,6 +50,7 @@ MODEL_DECLINES = re.compile(
 )
 # Quotes shown under an answer: the best spans, while they score this close to the best one.
 QUOTES_SHOWN = 3
+QUOTE_CHARS = 300
 QUOTE_SCORE_RATIO = 0.85
 CLOSEST_SHOWN = 2
 # Chunks retrieved per question at least: evidence is picked from their lines and sentences.
@@ -139,7 +140,12 @@ def by_page(evidence: Sequence[Evidence]) -> list[tuple[Source, list[Evidence]]]
 
 
 def quote_line(evidence: Evidence, number: int) -> str:
-    return f"> “{evidence.display()}” [{number}]"
+    """A quote as shown under an answer; a long sentence is shortened for reading (the citation
+    keeps the whole span)."""
+    text = evidence.display()
+    if len(text) > QUOTE_CHARS:
+        text = text[:QUOTE_CHARS].rsplit(" ", 1)[0] + " …"
+    return f"> “{text}” [{number}]"
 
 
 class ChatEngine:
@@ -301,7 +307,7 @@ class ChatEngine:
                 answer.sources.append(source)
                 lines += [quote_line(span, number) for span in spans]
         text = "\n\n".join(lines[:2]) + ("\n" + "\n".join(lines[2:]) if lines[2:] else "")
-        yield text
+        yield from text.splitlines(keepends=True)
         self._remember(answer.question, text)
 
     def _answer(self, answer: Answer, question: str) -> Iterator[str]:
@@ -388,7 +394,7 @@ class ChatEngine:
                     "\n\n_The model's wording could not be verified against the documents, so the "
                     "passage is quoted instead._"
                 )
-        yield tail
+        yield from tail.splitlines(keepends=True)  # line by line: a long quote still streams
         # The conversation keeps what was said, not the quoting around it: a small model
         # otherwise imitates the quote layout in its next answer.
         said = "".join(shown).strip() or " ".join(span.display() for span in quotes)

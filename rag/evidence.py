@@ -18,6 +18,10 @@ from rag.verify import names
 # Units of a chunk: a logical line (menus, tables, lists, key: value) or a sentence of prose.
 # A logical line longer than this is prose: it is cut into sentences.
 PROSE_LINE = 160
+# Confidence kept when the question uses a name no document mentions.
+UNKNOWN_NAME_FACTOR = 0.6
+# Spans of one file whose terms together decide whether a question is answered.
+JOINT_SPANS = 3
 # A word in at most this many passages is distinctive enough to name a file by its title.
 RARE_CHUNKS = 3
 EMBED_CHARS = 240
@@ -71,9 +75,13 @@ ANSWER_TYPES: tuple[tuple[re.Pattern[str], str, re.Pattern[str]], ...] = tuple(
         (
             r"\b(how strong|strength|alcohol (content|percentage)|abv|percentage)\b|крепост",
             "a strength",
-            r"\d",
+            r"\d\s*(%|°|◦|º|vol\b|abv\b|proof\b)",
         ),
-        (r"\b(weight|how big|how large|portion size)\b|вес\b|объ[её]м", "a size", r"\d"),
+        (
+            r"\b(weight|how big|how large|portion size)\b|вес\b|объ[её]м",
+            "a size",
+            r"\d\s*(г|гр|кг|мл|л|g|gr|kg|ml|cl|l|oz|cm|см|шт|pcs)\b",
+        ),
     )
 )
 # Kinds a question leans to without requiring them: passages of the kind rank higher.
@@ -134,7 +142,7 @@ class Findings:
 class Calibration:
     """Thresholds of the answerability decision (see bench/answers.py for how they were chosen)."""
 
-    min_confidence: float = 0.40
+    min_confidence: float = 0.45
     max_units: int = 6  # evidence spans handed to the model
     max_per_chunk: int = 3
     embed_limit: int = 32  # spans embedded per question (the most promising by keywords and rank)
@@ -275,6 +283,15 @@ class TermMatcher:
     def matched(self, text: str) -> set[str]:
         stems = set(tokenize(text))
         found = {term.stem for term in self.terms if term.stem in stems}
+        # "keeps" and "keeper": one stem the start of the other (both at least 4 letters).
+        for term in self.terms:
+            if term.stem in found or len(term.stem) < 4 or term.stem.isdigit():
+                continue
+            if any(
+                len(stem) >= 4 and (stem.startswith(term.stem) or term.stem.startswith(stem))
+                for stem in stems
+            ):
+                found.add(term.stem)
         words = re.findall(r"\w+", text.casefold())
         # "Stitch Fix" in a question, "stitchfix" in a file name.
         for a, b in pairwise(self.terms):
@@ -336,6 +353,8 @@ class _Candidate:
     eligible: bool = True
     informative: bool = True
     score: float = 0.0
+    subject: list[Term] = field(default_factory=list)
+    scoped: bool = False  # its file is about a name the question uses
 
 
 def answer_type(question: str) -> tuple[str, re.Pattern[str]] | None:
@@ -384,7 +403,12 @@ class _Scope:
         self.known_names = [
             t for t in terms if t.stem in multiword and matcher.in_vocabulary(t, everywhere)
         ]
+        self._everywhere = everywhere
         self._cache: dict[str, tuple[set[str], set[str], bool]] = {}
+
+    def known(self, term: Term) -> bool:
+        """Whether any file has the term (a stem, or a name in another script)."""
+        return self.matcher.in_vocabulary(term, self._everywhere)
 
     def of(self, file: str) -> tuple[set[str], set[str], bool]:
         """(title terms, names the file mentions, whether it mentions every known long name)."""
@@ -454,6 +478,8 @@ def select(
     for candidate in candidates:
         title, mentioned, candidate.eligible = scopes.of(candidate.file)
         subject = [term for term in terms if term.stem not in title]
+        candidate.subject = subject
+        candidate.scoped = any(t.proper and t.stem in title for t in terms)
         if subject:
             own = {t.stem for t in subject if t.stem in candidate.own}
             near = {t.stem for t in subject if t.stem in candidate.context} - own
@@ -472,7 +498,7 @@ def select(
         candidate.preferred = all(needs.search(_text(candidate)) for needs in preferred)
         if named and candidate.file not in named:
             candidate.eligible = False
-    _embed_best(question, candidates, embed, calibration.embed_limit)
+    _embed_best(question, terms, candidates, embed, calibration.embed_limit)
     for candidate in candidates:
         prior = 1.0 / (1.0 + candidate.hit_rank)
         candidate.score = 0.55 * candidate.coverage + 0.35 * candidate.similarity + 0.10 * prior
@@ -487,7 +513,10 @@ def select(
     ranked = _distinct(sorted(candidates, key=lambda c: c.score, reverse=True))
     closest = [_evidence(c) for c in ranked[:3]]
     eligible = [c for c in ranked if c.typed and c.eligible]
-    confidence = _confidence(eligible[0]) if eligible else 0.0
+    confidence = _confidence(eligible[0], eligible) if eligible else 0.0
+    unknown = [t.raw for t in terms if t.proper and not scopes.known(t)]
+    if unknown:  # a name no document mentions ("Guinness", "iOS") is most likely not there
+        confidence *= UNKNOWN_NAME_FACTOR
     reason = ""
     if wanted is not None and not any(c.typed for c in ranked[: 3 * calibration.max_units]):
         reason = f"no passage found gives {wanted[0]}"
@@ -525,25 +554,39 @@ def _names(terms: Sequence[Term]) -> list[str]:
     return [term.raw for term in terms]
 
 
-def _confidence(candidate: _Candidate) -> float:
-    """How surely a span answers: the mean of its term coverage and its closeness in meaning (the
-    embedder), so a paraphrase with few shared words can still answer (bench/answers.py)."""
-    return (candidate.coverage + candidate.similarity) / 2
+def _confidence(best: _Candidate, eligible: Sequence[_Candidate]) -> float:
+    """How surely the evidence answers: the mean of the best span's closeness in meaning (the
+    embedder: a paraphrase shares few words) and the terms that the best few spans of its file
+    hold together (a question may ask two things, answered on two lines). See bench/answers.py."""
+    together = [c for c in eligible[: JOINT_SPANS * 2] if c.file == best.file][:JOINT_SPANS]
+    subject = best.subject
+    held = set().union(*(c.own | c.context for c in together))
+    joint = weight(t for t in subject if t.stem in held) / (weight(subject) or 1.0)
+    return (max(best.coverage, joint) + best.similarity) / 2
 
 
 def _text(candidate: _Candidate) -> str:
     return candidate.hit.node.get_content()[candidate.start : candidate.end]
 
 
-def _embed_best(question: str, candidates: list[_Candidate], embed: Any, limit: int) -> None:
-    """Cosine of the question and the most promising spans (by keywords, then chunk rank)."""
+def _embed_best(
+    question: str, terms: Sequence[Term], candidates: list[_Candidate], embed: Any, limit: int
+) -> None:
+    """Cosine of the question and the most promising spans (by keywords, then chunk rank).
+
+    Within a file about a name the question uses ("Richard Hendriks" in his CV), the question is
+    compared without that name: the embedder finds any line naming him close, the one that
+    answers is close to the rest of the question."""
     order = sorted(candidates, key=lambda c: (-c.coverage, c.hit_rank))[:limit]
     if not order:
         return
+    names = {t.raw for t in terms if t.proper}
+    words = re.findall(r"\w+|\W+", question)
+    without = "".join(w for w in words if w.casefold() not in names).strip() or question
     # The start of a long sentence says what it is about; embedding cost grows with length.
-    vectors = embed([question, *(_text(c)[:EMBED_CHARS] for c in order)])
-    query = vectors[0]
-    for candidate, vector in zip(order, vectors[1:], strict=True):
+    vectors = embed([question, without, *(_text(c)[:EMBED_CHARS] for c in order)])
+    for candidate, vector in zip(order, vectors[2:], strict=True):
+        query = vectors[1] if candidate.scoped else vectors[0]
         candidate.similarity = max(
             0.0, float(sum(a * b for a, b in zip(query, vector, strict=True)))
         )

@@ -50,6 +50,12 @@ EMBEDDED_MARKER = "rag-converted.json"
 # A conversion temp folder older than this is left over from a killed process.
 STALE_TEMP_S = 3600.0
 
+# Decoding of the embedded model: a mild penalty on repeating its own tokens, and a stop when it
+# says a run of this many tokens a second time (a tiny model otherwise repeats one sentence until
+# the token limit).
+REPEAT_PENALTY = 1.15
+LOOP_TOKENS = 12
+
 # How long a health check may take: short, so a dead server is reported at once.
 HEALTH_TIMEOUT_S = 5.0
 AUTO_HEALTH_TIMEOUT_S = 2.0
@@ -671,7 +677,13 @@ class EmbeddedLLM(CustomLLM):
     def _stream_text(self, input_ids: Any) -> Iterator[str]:
         """Text deltas of one generation, produced by a worker thread as tokens come."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import (
+            LogitsProcessor,
+            LogitsProcessorList,
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TextIteratorStreamer,
+        )
 
         loaded = self._ready()
         model, tokenizer = loaded.model, loaded.tokenizer
@@ -684,9 +696,35 @@ class EmbeddedLLM(CustomLLM):
 
         cancelled = threading.Event()
 
+        prompt_length = input_ids.shape[-1]
+
         class _StopWhenCancelled(StoppingCriteria):
             def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+        class _StopOnLoop(StoppingCriteria):
+            """A run of LOOP_TOKENS tokens the answer already said: the model is looping."""
+
+            def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:
+                said = ids[0, prompt_length:].tolist()
+                tail = said[-LOOP_TOKENS:]
+                looping = len(said) >= 2 * LOOP_TOKENS and any(
+                    said[i : i + LOOP_TOKENS] == tail
+                    for i in range(len(said) - 2 * LOOP_TOKENS + 1)
+                )
+                return torch.full((ids.shape[0],), looping, dtype=torch.bool)
+
+        class _PenaliseRepeats(LogitsProcessor):
+            """Repetition penalty on the tokens the answer has said, not on the prompt's: an
+            answer should copy names and numbers from its evidence, and not repeat itself."""
+
+            def __call__(self, ids: Any, scores: Any) -> Any:
+                said = ids[:, prompt_length:]
+                if said.shape[1] == 0:
+                    return scores
+                picked = torch.gather(scores, 1, said)
+                picked = torch.where(picked < 0, picked * REPEAT_PENALTY, picked / REPEAT_PENALTY)
+                return scores.scatter(1, said, picked)
 
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         sampling: dict[str, Any] = (
@@ -711,7 +749,10 @@ class EmbeddedLLM(CustomLLM):
                             max_new_tokens=self.max_new_tokens,
                             pad_token_id=pad_token_id,
                             streamer=streamer,
-                            stopping_criteria=StoppingCriteriaList([_StopWhenCancelled()]),
+                            stopping_criteria=StoppingCriteriaList(
+                                [_StopWhenCancelled(), _StopOnLoop()]
+                            ),
+                            logits_processor=LogitsProcessorList([_PenaliseRepeats()]),
                             **sampling,
                         )
             except BaseException as exc:  # noqa: BLE001 -- handed to the reader, who re-raises it

@@ -155,7 +155,7 @@ def names(text: str) -> list[str]:
     for sentence in re.split(r"(?<=[.!?:])\s+|\n+|[*_#>`]+", text):
         words = list(WORD.finditer(sentence))
         for position, match in enumerate(words):
-            word = match.group().strip("'’-")
+            word = re.sub(r"['’]s$", "", match.group()).strip("'’-")  # "Hendriks's"
             if len(word) < 2 or word.casefold() in NOT_NAMES or not word[0].isupper():
                 continue
             shaped = word.isupper() or any(ch.isupper() for ch in word[1:])

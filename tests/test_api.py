@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -24,6 +25,10 @@ from rag.web import UserStore
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY = "The lighthouse opens at nine [guide.pdf, 2]."
+SLOW_REPLY = (
+    "The lighthouse opens at nine. It opens in the morning. The lighthouse opens early. "
+    "It opens at nine again."
+)
 NO_LOGIN = UserStore({})
 
 
@@ -119,6 +124,11 @@ def upload(url: str, name: str, data: bytes, **kwargs) -> httpx.Response:  # typ
 # --- chat completions ----------------------------------------------------------------------------
 
 
+def extra_flags(completion: Any) -> tuple[bool, bool]:
+    extra = completion.model_extra or {}
+    return extra["refused"], extra["verified"]
+
+
 def test_completion_answers_with_its_sources(
     server: str, service: ChatService, ollama: FakeOllama
 ) -> None:
@@ -130,11 +140,16 @@ def test_completion_answers_with_its_sources(
         ],
     )
     assert completion.object == "chat.completion" and completion.model == "general"
-    assert completion.choices[0].message.content == REPLY
+    content = completion.choices[0].message.content or ""
+    # The model's verified wording, then the line it comes from, quoted and cited.
+    assert content.startswith(REPLY)
+    assert content.endswith("> “The lighthouse opens at nine in the morning.” [1]")
+    assert extra_flags(completion) == (False, True)  # not refused, verified
     assert completion.choices[0].finish_reason == "stop"
     extra = completion.model_extra or {}
     sources = extra["sources"]
-    assert set(sources[0]) == {"file", "page", "score", "text"}
+    assert set(sources[0]) == {"file", "page", "score", "text", "quote", "span"}
+    assert sources[0]["quote"] in sources[0]["text"]
     assert (sources[0]["file"], sources[0]["page"]) == ("guide.pdf", 2)
     assert "lighthouse opens at nine" in sources[0]["text"]
     assert extra["backend"] == "ollama llama3.2"
@@ -155,7 +170,7 @@ def test_streaming_chunks_join_to_the_answer(server: str) -> None:
     assert len(chunks) > 3 and all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text.strip() == REPLY
+    assert text.startswith(REPLY) and "> “The lighthouse opens at nine" in text
     last = chunks[-1]
     assert last.choices[0].finish_reason == "stop"
     assert (last.model_extra or {})["sources"][0]["file"] == "guide.pdf"
@@ -173,6 +188,7 @@ def test_stream_is_server_sent_events_ending_in_done(server: str) -> None:
 
 
 def test_earlier_turns_make_a_condensed_follow_up(server: str, ollama: FakeOllama) -> None:
+    ollama.reply = "When does the lighthouse open on Sundays?"
     completion = client(server).chat.completions.create(
         model="general",
         messages=[
@@ -182,7 +198,7 @@ def test_earlier_turns_make_a_condensed_follow_up(server: str, ollama: FakeOllam
         ],
     )
     # The fake model answers the condense prompt with its canned reply.
-    assert (completion.model_extra or {})["standalone_question"] == REPLY
+    assert (completion.model_extra or {})["standalone_question"] == ollama.reply
     sent = ollama.chat_requests()[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
     assert sent[-1]["content"] == "And on Sundays?"
@@ -259,7 +275,8 @@ def test_a_backend_that_is_down_is_a_502(settings, embedder, guide: Path) -> Non
 
 @pytest.fixture
 def slow_ollama() -> Iterator[FakeOllama]:
-    reply = " ".join(f"word{n}" for n in range(20))
+    # Short sentences the documents back, about 3 s in all: each shows once verified.
+    reply = SLOW_REPLY
     with FakeOllama(reply=reply, token_delay_s=0.15) as server:
         yield server
 
@@ -304,7 +321,7 @@ def test_generation_never_blocks_the_event_loop(slow_server: str) -> None:
     assert api.models.list().data and time.monotonic() - asked < 1.0
     assert worker.is_alive()  # the answer was still being generated meanwhile
     worker.join(30)
-    assert result and result[0] and result[0].startswith("word0")
+    assert result and result[0] and result[0].startswith("The lighthouse opens at nine.")
 
 
 def test_a_client_that_leaves_stops_the_generation(slow_server: str) -> None:
@@ -434,7 +451,7 @@ def test_with_logins_every_route_needs_a_key(service: ChatService) -> None:
         alice = client(url, "alice:secret")
         assert "general" in {m.id for m in alice.models.list()}
         answer = alice.chat.completions.create(model="general", messages=question)
-        assert answer.choices[0].message.content == REPLY
+        assert (answer.choices[0].message.content or "").startswith(REPLY)
         assert httpx.get(f"{url}/v1/models", auth=("alice", "secret")).status_code == 200
         for _ in range(2):  # a bcrypt login, checked once then remembered
             assert "general" in {m.id for m in client(url, "bob:hunter2").models.list()}

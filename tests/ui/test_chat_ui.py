@@ -208,18 +208,21 @@ def test_question_gets_a_streamed_answer_citing_file_and_page(chat: Chat, browse
     assert max(len(t) for t in partial) < len(texts[-1])
     assert "Sources:" in texts[-1]
 
-    # A chip opens its source in the side panel, at the cited page (the panel also opens by
-    # itself on arrival, then with all sources).
+    # The answer quotes the line its facts come from.
+    assert "“The lighthouse keeper is named Oswin Tarrant.”" in texts[-1]
+    # A chip opens its source in the side panel: the cited page alone (a one-page excerpt, not
+    # the whole PDF), with the quoted line highlighted (the panel also opens by itself).
     for chip in reversed(answer.locator("a.element-link").all()):
         name = (chip.text_content() or "").strip()
         page = int(name.rsplit(" ", 1)[1])
         chip.click()
         chat.page.locator("#side-view-title", has_text=name).wait_for()
         side = chat.page.locator("#side-view-content")
-        side.locator(f'[data-page-number="{page}"]').get_by_text(
+        side.locator('[data-page-number="1"]').get_by_text(
             GUIDE[page - 1].split("\n")[0]
         ).wait_for()
         assert side.locator("[data-page-number]").count() == 1
+        side.locator(".highlightAnnotation").first.wait_for(state="attached")
         chat.shot(f"source-page-{page}")
     assert browser.outside == []
     assert browser.dialogs == []
