@@ -260,3 +260,107 @@ def test_every_bench_evidence_is_on_a_page_as_the_loaders_extract_it(corpus: Pat
         assert item.answer, item.id
         reference = Reference(item.reference)
         assert any(reference.found_in(text) for text in pages), (item.id, item.reference)
+
+
+# --- answers ------------------------------------------------------------------------------------
+
+
+def write_objects(path: Path, rows: list[dict]) -> Path:  # type: ignore[type-arg]
+    return write_lines(path, *(json.dumps(row) for row in rows))
+
+
+def test_an_answer_is_right_when_every_must_pattern_matches() -> None:
+    from rag.evaluate import AnswerItem, Reply, judge
+
+    item = AnswerItem(id="a", question="How much is a Duvel?", must=(r"3[.,]50?", "duvel"))
+    assert judge(item, Reply("A Duvel is 3.50e.", 0.5)).correct
+    assert not judge(item, Reply("It is 3.50e.", 0.5)).correct
+
+
+def test_a_refusal_is_right_only_without_forbidden_text() -> None:
+    from rag.evaluate import AnswerItem, Reply, judge
+
+    item = AnswerItem(id="r", question="Phone?", refuse=True, forbid=(r"\d{3}-\d{4}",))
+    assert judge(item, Reply("The documents don't say (no passage found answers it).", 0.1)).correct
+    assert not judge(item, Reply("The documents don't say, but try 555-1234.", 0.1)).correct
+    assert not judge(item, Reply("Call 555-1234.", 0.1)).correct
+
+
+def test_facts_are_verified_against_what_the_answer_was_given() -> None:
+    from rag.evaluate import AnswerItem, Reply, judge
+
+    item = AnswerItem(id="a", question="How much is a Duvel?", must=("3",))
+    row = judge(item, Reply("A Duvel costs 3.50e, a Chimay 9.99e.", 0.2, context=["Duvel 3.50e"]))
+    assert (row.facts, row.verified_facts) == (4, 2)  # Duvel, 3.50 held; Chimay, 9.99 not
+
+
+def test_a_bad_answer_set_names_the_line(tmp_path: Path) -> None:
+    from rag.evaluate import load_answer_questions
+
+    path = write_objects(tmp_path / "qa.jsonl", [{"id": "1", "question": "Why?"}])
+    with pytest.raises(ConfigError, match=r"qa\.jsonl, line 1: needs \"must\""):
+        load_answer_questions(path)
+    path = write_objects(tmp_path / "qa.jsonl", [{"id": "1", "question": "Why?", "must": ["("]}])
+    with pytest.raises(ConfigError, match=r"line 1: the regex '\(' does not compile"):
+        load_answer_questions(path)
+
+
+def test_the_bench_answer_sets_load_with_every_kind(corpus: Path) -> None:
+    from rag.evaluate import load_answer_questions
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "qa"
+    for name, answerable, unanswerable in (("answers", 40, 12), ("answers_heldout", 20, 8)):
+        items = load_answer_questions(bench / f"{name}.jsonl")
+        assert sum(not i.refuse for i in items) >= answerable
+        assert sum(i.refuse for i in items) >= unanswerable
+        assert {i.kind for i in items if i.refuse} >= {
+            "absent-item",
+            "absent-attribute",
+            "out-of-domain",
+            "wrong-document",
+        }
+        assert any(i.history for i in items)
+
+
+def test_rag_eval_answers_scores_a_real_engine(
+    tmp_path: Path,
+    corpus: Path,
+    index,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`rag eval --answers` end to end: the real index and engine, an Ollama-speaking model."""
+    from fakes.ollama_server import FakeOllama
+
+    from rag.cli import main
+
+    assert index.ingest([corpus / "menus" / "fosdem-bar-menu.pdf"]).ok
+    index.close()
+    qa = write_objects(
+        tmp_path / "qa.jsonl",
+        [
+            {"id": "duvel", "question": "How much is a Duvel at the FOSDEM bar?", "must": ["3.50"]},
+            {"id": "pizza", "question": "How much is a pizza margherita?", "refuse": True},
+        ],
+    )
+    report = tmp_path / "report.jsonl"
+    storage = str(index.settings.storage_dir)
+    with FakeOllama(reply="A Duvel costs 3.50e [1].") as ollama:
+        monkeypatch.setenv("RAG_LLM", "ollama")
+        monkeypatch.setenv("OLLAMA_BASE_URL", ollama.url)
+        args = [
+            "eval",
+            "--answers",
+            str(qa),
+            "--json",
+            "--report",
+            str(report),
+            "--storage",
+            storage,
+        ]
+        code = main(args)
+        asked = len(ollama.chat_requests())
+    assert code == 0
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [(r["id"], r["correct"]) for r in rows] == [("duvel", True), ("pizza", True)]
+    assert rows[1]["refused"] and asked == 1  # the refusal never asked the model
+    assert rows[0]["sources"] == [["fosdem-bar-menu.pdf", 1]] and rows[0]["cited_right"] is None

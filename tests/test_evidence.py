@@ -1,0 +1,155 @@
+"""Evidence selection and verification: spans of the stored text, answerability, checked facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rag.config import Settings
+from rag.engine import ChatEngine
+from rag.evidence import units
+from rag.index import Index
+from rag.loaders import load_bytes
+from rag.profiles import DEFAULT_PROFILE
+from rag.verify import Verifier, facts, sentences
+
+
+@pytest.fixture(scope="module")
+def corpus_index(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Any, corpus: Path
+) -> Iterator[Index]:
+    """The FOSDEM menu, the Bosfor menu and the essay, as a user's documents (indexed once)."""
+    storage = tmp_path_factory.mktemp("evidence") / "storage"
+    index = Index(Settings(storage_dir=storage, data_dir=storage.parent / "data"), embedder)
+    paths = [
+        corpus / "menus" / "fosdem-bar-menu.pdf",
+        corpus / "menus" / "bosfor-restaurant-menu.pdf",
+        corpus / "essays" / "paul_graham_essay.txt",
+    ]
+    assert index.ingest(paths).ok
+    yield index
+    index.close()
+
+
+def evidence_engine(index: Index) -> ChatEngine:
+    """An engine for evidence alone: selecting evidence never calls the model."""
+    return ChatEngine(index, None, DEFAULT_PROFILE)  # type: ignore[arg-type]
+
+
+def stored_pages(path: Path) -> dict[int | None, str]:
+    loaded = load_bytes(path.read_bytes(), path.name)
+    return {page.page: page.text for page in loaded.pages}
+
+
+def test_evidence_spans_are_offsets_into_the_stored_page_text(
+    corpus_index: Index, corpus: Path
+) -> None:
+    findings = evidence_engine(corpus_index).find_evidence("How much is a Duvel at the FOSDEM bar?")
+    assert findings.answerable
+    best = findings.evidence[0]
+    assert (best.file, best.page) == ("fosdem-bar-menu.pdf", 1)
+    assert best.quote == "Duvel (8.5◦) 3.50e"
+    pages = stored_pages(corpus / "menus" / "fosdem-bar-menu.pdf")
+    for item in findings.evidence:
+        assert item.span is not None
+        start, end = item.span
+        assert pages[item.page][start:end] == item.quote
+
+
+def test_prose_answers_by_sentence(corpus_index: Index, corpus: Path) -> None:
+    findings = evidence_engine(corpus_index).find_evidence(
+        "What did the author work on before college?"
+    )
+    best = findings.evidence[0]
+    assert best.quote.startswith("Before college the two main things I worked on")
+    assert best.quote.endswith("were writing and programming.")
+    text = stored_pages(corpus / "essays" / "paul_graham_essay.txt")[None]
+    assert best.span is not None and text[best.span[0] : best.span[1]] == best.quote
+
+
+def test_an_english_question_finds_a_line_printed_in_cyrillic(corpus_index: Index) -> None:
+    findings = evidence_engine(corpus_index).find_evidence("How much is the Ribeye steak?")
+    assert findings.answerable
+    assert findings.evidence[0].quote == "Стейк «Рибай» New 100г | 1200"
+
+
+def test_a_question_is_normalised_like_the_documents(corpus_index: Index) -> None:
+    # A full-width "Ｄｕｖｅｌ" (NFKC) and a non-breaking space find the same line.
+    findings = evidence_engine(corpus_index).find_evidence("How much is a Ｄｕｖｅｌ\xa0at FOSDEM?")
+    assert findings.evidence[0].quote == "Duvel (8.5◦) 3.50e"
+
+
+@pytest.mark.parametrize(
+    ("question", "why"),
+    [
+        ("How much is a pizza margherita?", "absent item"),
+        ("What is the phone number of the FOSDEM bar?", "absent attribute"),
+        ("How much is a Duvel at Bosfor?", "detail of the other menu"),
+        ("Who won the 2018 football World Cup?", "out of domain"),
+    ],
+)
+def test_questions_the_documents_do_not_answer_are_not_answerable(
+    corpus_index: Index, question: str, why: str
+) -> None:
+    findings = evidence_engine(corpus_index).find_evidence(question)
+    assert not findings.answerable, (why, findings.confidence, findings.evidence[:1])
+    assert findings.reason
+
+
+def test_menu_lines_and_wrapped_items_are_units() -> None:
+    text = "Салаты\nБрускетта с томатами\nи авокадо New 240г | 360\nОкрошка 280г | 390"
+    assert [text[s:e] for s, e in units(text)] == [
+        "Салаты",
+        "Брускетта с томатами\nи авокадо New 240г | 360",
+        "Окрошка 280г | 390",
+    ]
+
+
+def test_wrapped_prose_is_cut_into_sentences() -> None:
+    text = (
+        "The FAA proposes to supersede the directive, which applies to all\n"
+        "airplanes of the model. Since it was issued, the agency has determined that\n"
+        "final corrective action is necessary. Comments are due by September 21, 2020."
+    )
+    found = [" ".join(text[s:e].split()) for s, e in units(text)]
+    assert found == [
+        "The FAA proposes to supersede the directive, which applies to all airplanes of the model.",
+        "Since it was issued, the agency has determined that final corrective action is necessary.",
+        "Comments are due by September 21, 2020.",
+    ]
+
+
+def test_numbers_are_checked_by_value() -> None:
+    verifier = Verifier(["Duvel (8.5◦) 3.50e", "Beluga Epicure 33 000", "Balvenie 30 7 900"])
+    assert verifier.unsupported("A Duvel is 3.5 euros and 8.5% strong.") == []
+    assert verifier.unsupported("Beluga Epicure costs 33,000 roubles; Balvenie 30 is 7 900.") == []
+    assert [f.text for f in verifier.unsupported("A Duvel costs 4.50 euros.")] == ["4.50"]
+
+
+def test_invented_names_emails_and_urls_are_unsupported() -> None:
+    verifier = Verifier(["Pear Deck, Iowa City. Apply at https://www.peardeck.com/careers"])
+    claims = "Call John Smith at jobs@peardeck.com or see https://peardeck.example."
+    assert {(f.kind, f.text) for f in verifier.unsupported(claims)} == {
+        ("name", "John"),
+        ("name", "Smith"),
+        ("email", "jobs@peardeck.com"),
+        ("url", "https://peardeck.example"),
+    }
+    assert verifier.unsupported("Pear Deck is in Iowa City [1].") == []
+
+
+def test_citation_markers_and_list_numbers_are_not_facts() -> None:
+    found = facts("1. The Duvel [2] and the Chimay [guide.pdf, 3].")
+    assert [(fact.kind, fact.text) for fact in found] == [("name", "Duvel"), ("name", "Chimay")]
+
+
+def test_a_stream_is_cut_into_sentences_as_they_complete() -> None:
+    pieces = ["The Du", "vel costs 3.", "50e [1]. It is", " strong.\nThe rest"]
+    assert list(sentences(pieces)) == [
+        ("The Duvel costs 3.50e [1]. ", True),
+        ("It is strong.\n", True),
+        ("The rest", False),
+    ]
