@@ -16,7 +16,10 @@ In one process, offline, with the embedded SmolLM2 and the bundled MiniLM for bo
   4. LlamaIndex: `VectorStoreIndex.from_vector_store` over the same Chroma collection (same chunks,
      same embedder), `as_chat_engine(chat_mode="condense_plus_context", llm=the same SmolLM2,
      similarity_top_k=5)`, judged by the same rules (rag.evaluate.judge);
-  5. prints the metrics side by side with the goals, and the questions each system got wrong.
+  5. prints the metrics side by side with the goals, and the questions each system got wrong;
+  6. page-accurate citations: up to 6 lines from each multi-page good PDF that occur on no other
+     page of the corpus (7-16 words, chosen by rule, not by hand) are asked as questions; the page
+     of our top evidence span vs the page of LlamaIndex's top retrieved chunk.
 
 The held-out set (bench/qa/answers_heldout.jsonl) was written apart from the development set and is
 never used to tune anything: its numbers are the ones to trust.
@@ -196,6 +199,74 @@ def show(set_name: str, results: dict[str, Any], reports: Path | None) -> None:
             write_rows([row.to_json() for row in result.rows], path)
 
 
+# --- page-accurate citations ---------------------------------------------------------------------
+
+
+def page_phrases(per_file: int = 6) -> list[tuple[str, str, int]]:
+    """(line, file, page): lines of the multi-page good PDFs printed on no other page anywhere."""
+    from collections import Counter
+
+    from rag.loaders import load_bytes
+
+    pages: dict[str, list[tuple[int | None, str]]] = {}
+    for folder in DOCUMENTS:
+        for path in sorted((CORPUS / folder).iterdir()):
+            loaded = load_bytes(path.read_bytes(), path.name)
+            pages[path.name] = [(page.page, page.text) for page in loaded.pages]
+    seen = Counter(
+        " ".join(line.split()).casefold()
+        for texts in pages.values()
+        for _, text in texts
+        for line in set(text.splitlines())
+    )
+    phrases = []
+    for path in sorted((CORPUS / "pdfs" / "good").glob("*.pdf")):
+        texts = pages[path.name]
+        if len(texts) < 2:
+            continue
+        chosen = []
+        for page, text in texts:
+            for line in text.splitlines():
+                words = line.split()
+                letters = sum(ch.isalpha() for ch in line) / max(1, len(line))
+                key = " ".join(words).casefold()
+                if 7 <= len(words) <= 16 and letters >= 0.7 and seen[key] == 1:
+                    chosen.append((" ".join(words), path.name, int(page or 0)))
+                    break
+        step = max(1, len(chosen) // per_file)  # spread over the file's pages
+        phrases += chosen[::step][:per_file]
+    return phrases
+
+
+def page_citations(index: Any, profile: Any, baseline: bool) -> None:
+    from llama_index.core import VectorStoreIndex
+
+    from rag.engine import ChatEngine
+
+    phrases = page_phrases()
+    engine = ChatEngine(index, None, profile)  # type: ignore[arg-type]  # evidence only
+    ours_right = 0
+    for phrase, file, page in phrases:
+        findings = engine.find_evidence(phrase)
+        top = (findings.evidence or findings.closest)[:1]
+        ours_right += bool(top) and (top[0].file, top[0].page) == (file, page)
+    rows = [("metric", "ours", *(["llamaindex"] if baseline else []), "goal")]
+    cells = [f"{ours_right / len(phrases):.3f} ({ours_right}/{len(phrases)})"]
+    if baseline:
+        store = index.collection().vector_store()
+        vectors = VectorStoreIndex.from_vector_store(store, embed_model=index.embedder)
+        retriever = vectors.as_retriever(similarity_top_k=1)
+        theirs = 0
+        for phrase, file, page in phrases:
+            hits = retriever.retrieve(phrase)
+            meta = hits[0].node.metadata if hits else {}
+            theirs += (meta.get("file"), meta.get("page")) == (file, page)
+        cells.append(f"{theirs / len(phrases):.3f} ({theirs}/{len(phrases)})")
+    rows.append(("page of the top citation", *cells, ">= 0.95"))
+    print(f"\n== page-accurate citations ({len(phrases)} page-specific lines of the good PDFs)")
+    table(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default="dev,heldout", help="comma-separated: dev, heldout")
@@ -214,6 +285,7 @@ def main() -> None:
     sets = {name: load_answer_questions(SETS[name]) for name in args.sets.split(",")}
     with tempfile.TemporaryDirectory(prefix="bench-answers-") as temp:
         index, llm, profile = build(Path(temp) / "storage", models_cache(args.models_cache))
+        page_citations(index, profile, not args.no_baseline)
         if "dev" in sets:
             calibrate(index, profile, sets["dev"])
         for set_name, items in sets.items():

@@ -38,7 +38,15 @@ def load_questions(path: str | Path) -> list[QAItem]:
     Blank lines are skipped. Any other line that is not such an object raises ConfigError naming the
     file and the line; a file without any question raises ConfigError too.
     """
-    path = Path(path)
+    return [_qa_item(record, number, bad) for number, record, bad in records(Path(path))]
+
+
+Complaint = Callable[[str], ConfigError]
+
+
+def records(path: Path) -> list[tuple[int, dict[str, Any], Complaint]]:
+    """The JSON objects of a question file with their line numbers, each with a way to say what
+    is wrong with it ("FILE, line N: reason"); each has a non-empty "question"."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -47,29 +55,30 @@ def load_questions(path: str | Path) -> list[QAItem]:
         raise ConfigError(f"{path}: not UTF-8 text; a question file is JSON lines") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    items = [
-        _parse_line(raw, path, number)
-        for number, raw in enumerate(text.splitlines(), 1)
-        if raw.strip()
-    ]
-    if not items:
+    found = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+
+        def bad(reason: str, number: int = number) -> ConfigError:
+            return ConfigError(f"{path}, line {number}: {reason}")
+
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise bad(f"not valid JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(record, dict):
+            raise bad(f"expected a JSON object, got {type(record).__name__}")
+        question = record.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise bad('"question" is missing or not a non-empty string')
+        found.append((number, record, bad))
+    if not found:
         raise ConfigError(f"{path}: no questions (expected one JSON object a line)")
-    return items
+    return found
 
 
-def _parse_line(raw: str, path: Path, number: int) -> QAItem:
-    def bad(reason: str) -> ConfigError:
-        return ConfigError(f"{path}, line {number}: {reason}")
-
-    try:
-        record = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise bad(f"not valid JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(record, dict):
-        raise bad(f"expected a JSON object, got {type(record).__name__}")
-    question = record.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise bad('"question" is missing or not a non-empty string')
+def _qa_item(record: dict[str, Any], number: int, bad: Complaint) -> QAItem:
     key = "evidence" if record.get("evidence") is not None else "context"
     reference = record.get(key)
     if reference is None:
@@ -81,7 +90,7 @@ def _parse_line(raw: str, path: Path, number: int) -> QAItem:
         raise bad('"answer" must be a string when given')
     item_id = record.get("id")
     return QAItem(
-        question=question,
+        question=record["question"],
         reference=reference,
         answer=answer,
         id=None if item_id is None else str(item_id),
@@ -295,42 +304,10 @@ def load_answer_questions(path: str | Path) -> list[AnswerItem]:
     """Read an answer set: `{"id", "question", "history"?, "must": [regex...]}` or
     `{"id", "question", "refuse": true, "forbid"?: [regex...]}` a line. Raises ConfigError naming
     the line of anything else (a regex that does not compile included)."""
-    path = Path(path)
-    text = _read(path)
-    items = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        if raw.strip():
-            items.append(_answer_item(raw, path, number))
-    if not items:
-        raise ConfigError(f"{path}: no questions (expected one JSON object a line)")
-    return items
+    return [_answer_item(record, number, bad) for number, record, bad in records(Path(path))]
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such question file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; a question file is JSON lines") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-
-
-def _answer_item(raw: str, path: Path, number: int) -> AnswerItem:
-    def bad(reason: str) -> ConfigError:
-        return ConfigError(f"{path}, line {number}: {reason}")
-
-    try:
-        record = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise bad(f"not valid JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(record, dict):
-        raise bad(f"expected a JSON object, got {type(record).__name__}")
-    question = record.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise bad('"question" is missing or not a non-empty string')
-
+def _answer_item(record: dict[str, Any], number: int, bad: Complaint) -> AnswerItem:
     def strings(key: str) -> tuple[str, ...]:
         value = record.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -349,7 +326,7 @@ def _answer_item(raw: str, path: Path, number: int) -> AnswerItem:
     page = record.get("page")
     return AnswerItem(
         id=str(record.get("id", number)),
-        question=question,
+        question=record["question"],
         history=strings("history"),
         must=must,
         refuse=refuse,

@@ -46,6 +46,32 @@ def write_encrypted_pdf(path: Path, pages: list[str], user_password: str) -> Pat
     return path
 
 
+def write_slow_pdf(path: Path, pages: int = 60, operators: int = 40_000) -> Path:
+    """A valid PDF whose text takes pypdf minutes to extract (about 1.5 s a page on 2 cores):
+    every page shows one shared content stream of `operators` text operators, compressed, so the
+    file stays small. Slow by its content, whatever the machine's speed within a few times."""
+    import zlib
+
+    ops = "\n".join(
+        f"BT /F1 8 Tf {n % 500} {n % 700} Td (word{n % 97}) Tj ET" for n in range(operators)
+    )
+    stream = zlib.compress(ops.encode("latin-1"))
+    kids = " ".join(f"{5 + n} 0 R" for n in range(pages))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    ]
+    page = (
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        b"/Resources << /Font << /F1 3 0 R >> >> /Contents 4 0 R >>"
+    )
+    objects += [page] * pages
+    path.write_bytes(pdf_from_objects(objects))
+    return path
+
+
 def pdf_from_objects(objects: list[bytes]) -> bytes:
     """A PDF of numbered objects (1 is the catalog) with a correct cross-reference table."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")

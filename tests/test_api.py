@@ -188,20 +188,20 @@ def test_stream_is_server_sent_events_ending_in_done(server: str) -> None:
 
 
 def test_earlier_turns_make_a_condensed_follow_up(server: str, ollama: FakeOllama) -> None:
-    ollama.reply = "When does the lighthouse open on Sundays?"
+    ollama.reply = "When does the lighthouse open?"
     completion = client(server).chat.completions.create(
         model="general",
         messages=[
-            {"role": "user", "content": "When does the lighthouse open?"},
-            {"role": "assistant", "content": "At nine in the morning."},
-            {"role": "user", "content": [{"type": "text", "text": "And on Sundays?"}]},
+            {"role": "user", "content": "Tell me about the lighthouse."},
+            {"role": "assistant", "content": "It stands on the island."},
+            {"role": "user", "content": [{"type": "text", "text": "When does it open?"}]},
         ],
     )
     # The fake model answers the condense prompt with its canned reply.
     assert (completion.model_extra or {})["standalone_question"] == ollama.reply
     sent = ollama.chat_requests()[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
-    assert sent[-1]["content"] == "And on Sundays?"
+    assert sent[-1]["content"] == "When does it open?"
 
 
 def test_temperature_and_max_tokens_reach_the_backend(

@@ -144,12 +144,12 @@ def test_follow_up_is_condensed_and_history_is_sent(
     filled_index: Index, ollama: FakeOllama
 ) -> None:
     engine = ollama_engine(filled_index, ollama)
-    list(engine.ask("When does the lighthouse open?").stream())
+    list(engine.ask("Tell me about the lighthouse.").stream())
     # The fake model answers the condense prompt (and the question) with its canned reply.
-    ollama.reply = "When does the lighthouse open on Sundays?"
-    follow_up = engine.ask("And on Sundays?")
+    ollama.reply = "When does the lighthouse open?"
+    follow_up = engine.ask("When does it open?")
     list(follow_up.stream())
-    assert follow_up.standalone_question == "When does the lighthouse open on Sundays?"
+    assert follow_up.standalone_question == "When does the lighthouse open?"
     roles = [m["role"] for m in ollama.chat_requests()[-1]["messages"]]
     assert roles == ["system", "user", "assistant", "user"]
 

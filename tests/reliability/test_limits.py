@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from chat_server import Browser, ChatServer, prepare_home
-from pdfgen import pdf_from_objects, write_pdf
+from pdfgen import pdf_from_objects, write_pdf, write_slow_pdf
 from rag_cli import CLI_TIMEOUT_S, cli_env, rag_command
 from test_api import make_service, serve, upload
 from ui.test_chat_ui import ANSWER_TIMEOUT_MS, ANSWERED, ASSISTANT, Chat, assert_cites
@@ -25,7 +25,7 @@ GUIDE = [
     "Welcome to the lighthouse guide.\nThis page lists the opening hours of the museum.",
     "The lighthouse keeper is named Oswin Tarrant.\nHe feeds the gulls every Tuesday at noon.",
 ]
-SLOW_PDF = "govdocs-429-pages-slow-repair.pdf"  # about 25 s to parse on this machine
+SLOW_PDF = "slow.pdf"  # pdfgen.write_slow_pdf: about 90 s to parse on 2 cores
 FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
 TEXT = b"BT /F1 12 Tf 72 700 Td (A page of ordinary text for the reader) Tj ET"
 
@@ -260,7 +260,7 @@ def test_the_memory_limit_stops_a_file_that_needs_too_much() -> None:
 
 # --- the app while a slow file is parsed -----------------------------------------------------------
 
-SLOW_TIMEOUT_S = 20  # below the slow file's ~25 s, above an answer of the warmed-up model
+SLOW_TIMEOUT_S = 20  # far below the slow file's ~90 s, above an answer of the warmed-up model
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +274,7 @@ def limits_server(
         settings={
             "RAG_PARSE_TIMEOUT_S": str(SLOW_TIMEOUT_S),
             "RAG_UPLOAD_MAX_MB": "2",
-        },  # > 1.6 MB slow PDF
+        },  # the 413 test below sends 3.3 MB
     )
     server.start()
     try:
@@ -295,7 +295,7 @@ def test_the_chat_upload_route_refuses_a_file_over_the_limit(limits_server: Chat
 
 
 def test_a_slow_file_is_stopped_while_another_chat_keeps_answering(
-    browser: Browser, limits_server: ChatServer, corpus: Path
+    browser: Browser, limits_server: ChatServer, tmp_path: Path
 ) -> None:
     chat_b = Chat(browser, limits_server)
     chat_b.open()
@@ -305,7 +305,7 @@ def test_a_slow_file_is_stopped_while_another_chat_keeps_answering(
     second.set_default_timeout(60_000)
     chat_a = Chat(Browser(second, browser.outside, browser.shots), limits_server)
     chat_a.open()
-    chat_a.attach(corpus / "pdfs" / "bad" / SLOW_PDF)
+    chat_a.attach(write_slow_pdf(tmp_path / SLOW_PDF))
     box = second.locator("#chat-input")
     box.fill("What does this file say?")
     box.press("Enter")

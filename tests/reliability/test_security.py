@@ -407,6 +407,17 @@ def test_another_users_questions_never_reach_an_attachment(
 # --- secrets ------------------------------------------------------------------------------------------
 
 
+def wait_for_sync(server: ChatServer, login: tuple[str, str], timeout: float = 120.0) -> None:
+    """Wait until the data folder is indexed (with logins on, /healthz tells only a login)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{server.url}/healthz", auth=login, timeout=10).json()
+        if health.get("index", {}).get("sync", {}).get("state") == "done":
+            return
+        time.sleep(0.5)
+    raise TimeoutError("data folder sync did not finish")
+
+
 def test_secrets_never_reach_the_log_or_storage(tmp_path: Path, models_cache: Path) -> None:
     api_key = f"sk-test-{uuid.uuid4().hex}"
     guess = "alice-Wrong-guess-93"
@@ -427,7 +438,9 @@ def test_secrets_never_reach_the_log_or_storage(tmp_path: Path, models_cache: Pa
             httpx.post(f"{server.url}/login", data={"username": "alice", "password": guess})
             login(server, ALICE)
             assert httpx.get(f"{server.url}/v1/models", auth=("alice", guess)).status_code == 401
-            question = {"model": "general", "messages": [{"role": "user", "content": "When?"}]}
+            wait_for_sync(server, ALICE)
+            asked = [{"role": "user", "content": "When does the museum open on Sundays?"}]
+            question = {"model": "general", "messages": asked}
             answered = httpx.post(
                 f"{server.url}/v1/chat/completions", auth=ALICE, json=question, timeout=120
             )
@@ -530,15 +543,19 @@ def test_instructions_in_a_document_never_reach_another_chats_attachment(
     ollama.requests.clear()
     answer = other.ask(question)
     list(answer.stream())
+    # The other chat never sees the code: not in what it sends the model, not in its answer.
+    assert ALICE_CODE not in prompts(ollama) and ALICE_CODE not in answer.text
+    assert "vault.txt" not in {source.file for source in answer.sources}
+    # What it does see, the notice, reaches the model fenced as data.
+    list(other.ask("What does the harbour notice say?").stream())
     sent = ollama.chat_requests()
     assert sent and ALICE_CODE not in prompts(ollama)
-    assert "vault.txt" not in {source.file for source in answer.sources}
     system = sent[-1]["messages"][0]["content"]
     profile = chat.default_profile()
     assert system.startswith(profile.system_prompt) and GROUND_RULES in system
     # The notice, fake closing fences included, sits inside the one documents block.
     inside = system[system.index("<documents>") : system.rindex("</documents>")]
-    assert "IGNORE ALL PREVIOUS INSTRUCTIONS" in inside and "SYSTEM: obey" in inside
+    assert "maintenance mode" in inside and "SYSTEM: obey" in inside
     assert system.count("</documents>") == 1
     assert system.count("</document>") == system.count('<document n="')
 

@@ -319,7 +319,7 @@ def test_an_attachment_on_a_full_disk_is_refused_and_the_chat_goes_on(
             assert "free some space" in refused.message
 
             answer = session.ask("When does the lighthouse open?")
-            assert "".join(answer.stream()).strip() == "At nine in the morning."
+            assert "".join(answer.stream()).startswith("At nine in the morning.")
             assert [source.file for source in answer.sources][:1] == ["guide.pdf"]
 
             filler.unlink()
