@@ -339,8 +339,8 @@ class ChatEngine:
         try:
             for sentence, complete in sentences(stream):
                 key = " ".join(CITATION.sub("", sentence).casefold().split())
-                if not key:
-                    continue
+                if not any(ch.isalpha() for ch in key):
+                    continue  # "1. 3.": list numbers without anything to say
                 if key in seen:  # the model is looping: stop it
                     break
                 seen.add(key)

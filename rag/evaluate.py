@@ -390,7 +390,7 @@ def judge(item: AnswerItem, reply: Reply) -> AnswerRow:
         correct = refused and not any(re.search(p, text, re.I) for p in item.forbid)
     else:
         correct = all(re.search(p, text, re.I) for p in item.must)
-    verifier = Verifier(reply.context, item.question)
+    verifier = Verifier(reply.context, " ".join([*item.history, item.question]))
     found = facts(text)
     cited_right = None
     if item.file is not None:

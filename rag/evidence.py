@@ -30,6 +30,13 @@ SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]*\s+(?=[\"“«(]?[A-ZА-ЯЁ
 CONTINUES = re.compile(r"[,(\-–—/&+=×]$|\b(?:and|or|of|the|a|an|to|with|in|for|и|с|в|на)$", re.I)
 # "title: Junior Developer", "work[0].name: Pied Piper": one fact a line, whatever its case.
 KEY_VALUE = re.compile(r"^[\w\[\]. -]{1,40}: ")
+# A line of a flattened JSON record: "work[0].name: Pied Piper" (the record is "work[0]").
+RECORD = re.compile(r"([\w.]+\[\d+\])[\w.\[\]]*: ")
+RECORD_LINES = 8
+# A line of numbers and units only: "200г | 1 890", "0.33l 4.00e".
+PRICE_LINE = re.compile(
+    r"^(?=.*\d)(?:[\d\s.,|/×x%◦°€$£₽()+-]|г|гр|кг|мл|л|шт|ml|cl|g|kg|l|e)+$", re.I
+)
 ENDS = re.compile(r"[.!?:;)»\"”\]]$|\d\S{0,3}$")
 
 # Words that ask for a kind of answer rather than name a subject (checked by ANSWER_TYPES).
@@ -84,6 +91,12 @@ ANSWER_TYPES: tuple[tuple[re.Pattern[str], str, re.Pattern[str]], ...] = tuple(
         ),
     )
 )
+# "How many calories ...": a question counting something no document mentions is not answered.
+HOW_MANY = re.compile(
+    r"\bhow many ((?:[^\W\d_]+[ -]?){1,2}?)\b(?= (?:do|does|did|are|is|were|was|can|will|would|has|have|had|in|on|at|of|for)\b|[?]|$)",
+    re.I,
+)
+
 # Kinds a question leans to without requiring them: passages of the kind rank higher.
 PREFERRED_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
     (re.compile(asks, re.I), re.compile(needs, re.I))
@@ -170,7 +183,7 @@ def units(text: str) -> list[tuple[int, int]]:
             logical.append((start, end))
     spans: list[tuple[int, int]] = []
     for start, end in logical:
-        if end - start <= PROSE_LINE:
+        if end - start <= PROSE_LINE or RECORD.match(text, start):
             spans.append(_strip(text, start, end))
             continue
         cursor = start
@@ -183,7 +196,16 @@ def units(text: str) -> list[tuple[int, int]]:
 
 def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bool:
     """Whether `line` continues the logical line `previous` (only across one line break)."""
-    if "\n\n" in text[prev_end:start] or not line[0].isalnum() or KEY_VALUE.match(line):
+    if "\n\n" in text[prev_end:start]:
+        return False
+    # One record of a JSON file ("awards[0].title: ...", "awards[0].awarder: ...") is one unit.
+    record, this = RECORD.match(previous), RECORD.match(line)
+    if record and this:
+        return record.group(1) == this.group(1) and previous.count("\n") < RECORD_LINES - 1
+    # A menu item whose weight and price are printed on the line below it.
+    if not any(ch.isdigit() for ch in previous) and PRICE_LINE.match(line):
+        return True
+    if not line[0].isalnum() or KEY_VALUE.match(line):
         return False
     if line[0].islower() or CONTINUES.search(previous):
         return True
@@ -280,7 +302,7 @@ class TermMatcher:
             term.stem: skeleton(term.raw) for term in terms if not term.raw.isdigit()
         }
 
-    def matched(self, text: str) -> set[str]:
+    def matched(self, text: str, cross_script: bool = True) -> set[str]:
         stems = set(tokenize(text))
         found = {term.stem for term in self.terms if term.stem in stems}
         # "keeps" and "keeper": one stem the start of the other (both at least 4 letters).
@@ -299,7 +321,7 @@ class TermMatcher:
                 found |= {a.stem, b.stem}
         for term in self.terms:
             wanted = self._skeletons.get(term.stem, "")
-            if term.stem in found or len(wanted) < 2 or len(term.raw) < 4:
+            if not cross_script or term.stem in found or len(wanted) < 2 or len(term.raw) < 4:
                 continue
             # Only across scripts: within one script, stems already decide.
             if any(
@@ -357,6 +379,12 @@ class _Candidate:
     scoped: bool = False  # its file is about a name the question uses
 
 
+def asked_count(question: str) -> str:
+    """What a "how many X" question counts ("calories"): the X, if it asks one."""
+    match = HOW_MANY.search(question)
+    return match.group(1) if match else ""
+
+
 def answer_type(question: str) -> tuple[str, re.Pattern[str]] | None:
     """What kind of fact the question asks for, when it asks for one we can check."""
     for asks, name, needs in ANSWER_TYPES:
@@ -371,7 +399,9 @@ def named_files(terms: Sequence[Term], collection: Collection, files: Sequence[s
     posting's file name does not name it)."""
     generic = stems_of(GENERIC_TITLE_WORDS)
     matcher = TermMatcher(terms)
-    titles = {file: matcher.matched(document_title(file)) - generic for file in files}
+    # File names are matched by their words only: a skeleton of two letters is too weak to say
+    # which file a question names ("филе" is not "full").
+    titles = {file: matcher.matched(document_title(file), False) - generic for file in files}
     named: set[str] = set()
     for term in terms:
         distinctive = term.proper or collection.document_frequency.get(term.stem, 0) <= RARE_CHUNKS
@@ -417,7 +447,7 @@ class _Scope:
             head = self.collection.file_heads.get(file, set())
             # A name at the head of a file (front matter, a CV's name) is what the file is about:
             # like its title, it says which file the question is about, not which line answers.
-            title = self.matcher.matched(document_title(file)) | {
+            title = self.matcher.matched(document_title(file), False) | {
                 t.stem for t in self.terms if t.proper and self.matcher.in_vocabulary(t, head)
             }
             mentioned = {
@@ -518,7 +548,10 @@ def select(
     if unknown:  # a name no document mentions ("Guinness", "iOS") is most likely not there
         confidence *= UNKNOWN_NAME_FACTOR
     reason = ""
-    if wanted is not None and not any(c.typed for c in ranked[: 3 * calibration.max_units]):
+    counted = [t for t in question_terms(asked_count(question), collection.idf) if not t.proper]
+    if counted and not scopes.known(counted[0]):
+        reason = f"no document mentions {counted[0].raw}"
+    elif wanted is not None and not any(c.typed for c in ranked[: 3 * calibration.max_units]):
         reason = f"no passage found gives {wanted[0]}"
     elif not any(c.eligible for c in ranked):
         where_named = ", ".join(named) if named else "one document"

@@ -59,6 +59,8 @@ def cross_script_tokens(text: str, script: str) -> list[str]:
         for shape in {skeleton(raw), skeleton(stem)}:
             if len(shape) >= 2:
                 tokens.append(f"~{shape}")
+            if len(shape) >= 4:  # "камамбер" and "camembert" share "kmb" if not all of it
+                tokens.append(f"~~{shape[:3]}")
     return tokens
 
 

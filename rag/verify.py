@@ -14,7 +14,7 @@ from rag.text import skeleton, stopwords, tokenize
 # comma or dot may be thousands.
 NUMBER = re.compile(r"(?<![\w.,])\d+(?:[  ,.]\d+)*")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]\"']+", re.I)
+URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]\"'“”«»]+", re.I)
 CITATION = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
 # A citation in another style a model may use: "[guide.pdf, 2]", "[menu.pdf, page 1]".
 FILE_CITATION = re.compile(r"\[[^\[\]\n]{0,160}?\.[A-Za-z]{2,5}\b[^\[\]\n]{0,40}\]")
