@@ -91,6 +91,13 @@ ANSWER_TYPES: tuple[tuple[re.Pattern[str], str, re.Pattern[str]], ...] = tuple(
         ),
     )
 )
+# A span holding a run of this many consecutive words of the question is quoted by it: a bonus
+# for each word of the run from there, up to a cap.
+WORDS = re.compile(r"\w+")
+QUOTE_RUN = 4
+QUOTE_BONUS = 0.04
+QUOTE_BONUS_CAP = 0.3
+
 # "How many calories ...": a question counting something no document mentions is not answered.
 HOW_MANY = re.compile(
     r"\bhow many ((?:[^\W\d_]+[ -]?){1,2}?)\b(?= (?:do|does|did|are|is|were|was|can|will|would|has|have|had|in|on|at|of|for)\b|[?]|$)",
@@ -379,6 +386,21 @@ class _Candidate:
     scoped: bool = False  # its file is about a name the question uses
 
 
+def shared_run(words: Sequence[str], text: str) -> int:
+    """The longest run of consecutive `words` that `text` holds in the same order."""
+    found = WORDS.findall(text.casefold())
+    best = 0
+    previous = [0] * (len(found) + 1)
+    for word in words:
+        current = [0] * (len(found) + 1)
+        for j, other in enumerate(found, 1):
+            if word == other:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
 def asked_count(question: str) -> str:
     """What a "how many X" question counts ("calories"): the X, if it asks one."""
     match = HOW_MANY.search(question)
@@ -529,6 +551,7 @@ def select(
         if named and candidate.file not in named:
             candidate.eligible = False
     _embed_best(question, terms, candidates, embed, calibration.embed_limit)
+    asked_words = WORDS.findall(question.casefold())
     for candidate in candidates:
         prior = 1.0 / (1.0 + candidate.hit_rank)
         candidate.score = 0.55 * candidate.coverage + 0.35 * candidate.similarity + 0.10 * prior
@@ -540,6 +563,9 @@ def select(
             candidate.score *= 0.5
         if not candidate.informative:  # "Sandwiches", "Notes": a heading answers nothing itself
             candidate.score *= 0.7
+        # A question that quotes the document ("where does it say '...'?") finds that very line.
+        run = shared_run(asked_words, _text(candidate))
+        candidate.score += min(QUOTE_BONUS_CAP, QUOTE_BONUS * max(0, run - QUOTE_RUN + 1))
     ranked = _distinct(sorted(candidates, key=lambda c: c.score, reverse=True))
     closest = [_evidence(c) for c in ranked[:3]]
     eligible = [c for c in ranked if c.typed and c.eligible]
