@@ -249,7 +249,8 @@ class Breakdown:
 
 def break_down(engine: Any, index: Any, question: str, out: Breakdown) -> None:
     """The steps of `ask()` one by one, on an engine with no history (as in the timed runs)."""
-    from rag.retrieve import CANDIDATES, MIN_CANDIDATES, fuse, to_source
+    from rag.engine import by_page
+    from rag.retrieve import CANDIDATES, MIN_CANDIDATES, fuse
 
     retriever = index.retriever(engine.profile.collection)
     t = time.perf_counter()
@@ -269,10 +270,13 @@ def break_down(engine: Any, index: Any, question: str, out: Breakdown) -> None:
     keyword_hits = keywords.search(standalone, pool, engine.where)
     out.add("BM25 search", time.perf_counter() - t)
     t = time.perf_counter()
-    hits = fuse([vector_hits, keyword_hits], engine.top_k)
+    fuse([vector_hits, keyword_hits], engine.top_k)
     out.add("fuse", time.perf_counter() - t)
     t = time.perf_counter()
-    engine.messages(question, [to_source(hit) for hit in hits])
+    findings = engine.find_evidence(standalone)
+    out.add("evidence (retrieve, units, embedding them, verdict)", time.perf_counter() - t)
+    t = time.perf_counter()
+    engine.messages(question, by_page(findings.evidence))
     out.add("prompt (messages + token counting)", time.perf_counter() - t)
     t = time.perf_counter()
     retriever.retrieve(standalone, engine.top_k, engine.where)
@@ -323,11 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     say(f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
 
     from rag.config import Settings
-    from rag.engine import ChatEngine
+    from rag.engine import ChatEngine, by_page
     from rag.index import Index
     from rag.llm import build_llm
     from rag.profiles import get_profile
-    from rag.retrieve import to_source
 
     questions = [json.loads(line)["question"] for line in QA.read_text().splitlines() if line]
     if len(questions) < args.questions + 1:
@@ -388,10 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         say("warm-up question (untimed)")
         warm_engine = ChatEngine(index, llm, profile)
         warm_run, _ = run_engine(warm_engine, warm_up_question)
-        warm_hits = retriever.retrieve(warm_up_question, warm_engine.top_k, warm_engine.where)
-        warm_messages, _ = ChatEngine(index, llm, profile).messages(
-            warm_up_question, [to_source(hit) for hit in warm_hits]
-        )
+        warm_evidence = by_page(warm_engine.find_evidence(warm_up_question).evidence)
+        warm_messages, _ = ChatEngine(index, llm, profile).messages(warm_up_question, warm_evidence)
         run_direct(llm, warm_messages)
         checkpoint("after warm-up")
 
@@ -408,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
             engine = ChatEngine(index, llm, profile)
             construct.append(ms(time.perf_counter() - started))
             probe = ChatEngine(index, llm, profile)  # a fresh one, so no history in the prompt
-            hits = retriever.retrieve(question, probe.top_k, probe.where)
-            messages, sources = probe.messages(question, [to_source(hit) for hit in hits])
+            evidence = by_page(probe.find_evidence(question).evidence)
+            messages, documents = probe.messages(question, evidence)
+            sources = [source for source, _ in documents]
             prompt_tokens.append(int(llm._chat_ids(messages).shape[-1]))
             if number % 2 == 0:
                 engine_run, answer = run_engine(engine, question)
@@ -417,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 direct_run = run_direct(llm, messages)
                 engine_run, answer = run_engine(engine, question)
-            same_prompt += answer.sources == sources and answer.standalone_question == question
+            cited = {(s.file, s.page) for s in answer.sources}
+            prompted = {(s.file, s.page) for s in sources}
+            same_prompt += cited <= prompted and answer.standalone_question == question
             for run in (engine_run, direct_run):
                 run.tokens = count_tokens(run.text)
             engine_runs.append(engine_run)
