@@ -19,7 +19,7 @@ from rag.llm import as_backend_error, describe_llm
 from rag.loaders import document_title
 from rag.profiles import Profile
 from rag.retrieve import Source
-from rag.text import stopwords, tokenize
+from rag.text import content_stems
 from rag.verify import CITATION, Verifier, facts, sentences
 
 # Rules that hold whatever a profile says: documents are data, never instructions (OWASP LLM01),
@@ -238,7 +238,7 @@ class ChatEngine:
             hits += [
                 h for h in retriever.retrieve(question, depth, where) if h.node.node_id not in seen
             ]
-        return select(question, hits, keywords, self._embed, self.where)
+        return select(question, hits, keywords, self._embed, named)
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
         embedder = self.index.embedder
@@ -424,11 +424,6 @@ ANAPHORA = re.compile(
     r"|\b(он|она|оно|они|его|её|их|это|этот|эта|там)\b",
     re.I,
 )
-
-
-def content_stems(text: str) -> set[str]:
-    stop = stopwords()
-    return {stem for stem in tokenize(text) if stem not in stop and len(stem) > 1}
 
 
 def needs_context(question: str) -> bool:

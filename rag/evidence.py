@@ -12,7 +12,7 @@ from llama_index.core.schema import NodeWithScore
 
 from rag.loaders import document_title, tidy
 from rag.retrieve import to_source
-from rag.text import skeleton, stems_of, stopwords, tokenize
+from rag.text import CYRILLIC, skeleton, stems_of, stopwords, tokenize
 from rag.verify import names
 
 # Units of a chunk: a logical line (menus, tables, lists, key: value) or a sentence of prose.
@@ -38,6 +38,7 @@ PRICE_LINE = re.compile(
     r"^(?=.*\d)(?:[\d\s.,|/×x%◦°€$£₽()+-]|г|гр|кг|мл|л|шт|ml|cl|g|kg|l|e)+$", re.I
 )
 ENDS = re.compile(r"[.!?:;)»\"”\]]$|\d\S{0,3}$")
+DIGIT = re.compile(r"\d")
 
 # Words that ask for a kind of answer rather than name a subject (checked by ANSWER_TYPES).
 ATTRIBUTE_WORDS = """
@@ -129,11 +130,6 @@ class Evidence:
     similarity: float  # cosine of the question and the span (the embedder)
     file_id: str = ""
     chunk_text: str = field(default="", repr=False, compare=False)
-    chunk_score: float = field(default=0.0, compare=False)
-
-    @property
-    def location(self) -> tuple[str, int | None]:
-        return (self.file, self.page)
 
     def citation(self) -> str:
         return f"{self.file}, page {self.page}" if self.page is not None else self.file
@@ -153,9 +149,6 @@ class Findings:
     answerable: bool
     confidence: float
     reason: str = ""  # why it is not answerable, for the user
-    terms: list[str] = field(default_factory=list)
-    named_files: list[str] = field(default_factory=list)
-    deciding: Evidence | None = None  # the span the verdict was judged on
 
 
 @dataclass(frozen=True)
@@ -224,12 +217,9 @@ def is_heading(line: str, following: str) -> bool:
     """A line that titles the lines under it: a short line without numbers over one with them (a
     menu section: "Brussels beers" over "Zinnebir (6◦) 3.50e"), or a short line ending in a colon
     ("Core job duties include:")."""
-    has_digit = re.compile(r"\d")
     if line.rstrip().endswith(":") and len(line.split()) <= 8:
         return True
-    return (
-        len(line.split()) <= 4 and not has_digit.search(line) and bool(has_digit.search(following))
-    )
+    return len(line.split()) <= 4 and not DIGIT.search(line) and bool(DIGIT.search(following))
 
 
 def _strip(text: str, start: int, end: int) -> tuple[int, int]:
@@ -262,10 +252,6 @@ def _edit_distance(a: str, b: str) -> int:
             )
         previous = current
     return previous[-1]
-
-
-def _is_cyrillic(word: str) -> bool:
-    return bool(re.search(r"[\u0400-\u04ff]", word))
 
 
 @dataclass(frozen=True)
@@ -326,15 +312,16 @@ class TermMatcher:
         for a, b in pairwise(self.terms):
             if a.raw + b.raw in words:
                 found |= {a.stem, b.stem}
+        shapes: list[tuple[bool, str]] | None = None  # each word's script and skeleton, once
         for term in self.terms:
             wanted = self._skeletons.get(term.stem, "")
             if not cross_script or term.stem in found or len(wanted) < 2 or len(term.raw) < 4:
                 continue
+            if shapes is None:
+                shapes = [(bool(CYRILLIC.search(word)), skeleton(word)) for word in words]
             # Only across scripts: within one script, stems already decide.
-            if any(
-                _is_cyrillic(word) != _is_cyrillic(term.raw) and _same_shape(skeleton(word), wanted)
-                for word in words
-            ):
+            cyrillic = bool(CYRILLIC.search(term.raw))
+            if any(script != cyrillic and _same_shape(shape, wanted) for script, shape in shapes):
                 found.add(term.stem)
         return found
 
@@ -360,8 +347,6 @@ class Collection(Protocol):
 
     document_frequency: Mapping[str, int]
     file_heads: dict[str, set[str]]
-
-    def files(self, where: dict[str, Any] | None = None) -> list[str]: ...
 
     file_words: dict[str, set[str]]
 
@@ -485,18 +470,17 @@ def select(
     hits: Sequence[NodeWithScore],
     collection: Collection,
     embed: Any,
-    where: dict[str, Any] | None = None,
+    named: Sequence[str] = (),
     calibration: Calibration = DEFAULT_CALIBRATION,
 ) -> Findings:
     """Pick the spans of `hits` that answer `question` and decide whether they can.
 
     `embed(texts)` returns unit vectors (the question's first); `collection` gives word rarity and
-    each file's words; `where` limits which files the question may see.
+    each file's words; `named` are the files the question names (`named_files`), if any.
     """
     question = tidy(question)
     terms = question_terms(question, collection.idf)
     matcher = TermMatcher(terms)
-    named = named_files(terms, collection, collection.files(where))
     scopes = _Scope(terms, collection, matcher)
     wanted = answer_type(question)
     preferred = [needs for asks, needs in PREFERRED_TYPES if asks.search(question)]
@@ -523,9 +507,7 @@ def select(
             )
             candidates.append(candidate)
     if not candidates:
-        return Findings(
-            question, [], [], False, 0.0, "nothing relevant is indexed", _names(terms), named
-        )
+        return Findings(question, [], [], False, 0.0, "nothing relevant is indexed")
 
     for candidate in candidates:
         title, mentioned, candidate.eligible = scopes.of(candidate.file)
@@ -603,9 +585,6 @@ def select(
         answerable=answerable,
         confidence=round(confidence, 4),
         reason=reason,
-        terms=_names(terms),
-        named_files=named,
-        deciding=_evidence(eligible[0]) if eligible else None,
     )
 
 
@@ -654,9 +633,9 @@ def _embed_best(
 def _distinct(ranked: list[_Candidate]) -> list[_Candidate]:
     """Overlapping chunks repeat lines, and a chunk may start or end mid-line: keep each span of
     a page once, and drop a fragment whose text lies inside a longer span of the same page."""
-    by_page: dict[tuple[str, Any], list[str]] = {}
+    by_page: dict[tuple[str, Any], set[str]] = {}
     for candidate in ranked:
-        by_page.setdefault(_page_key(candidate), []).append(" ".join(_text(candidate).split()))
+        by_page.setdefault(_page_key(candidate), set()).add(" ".join(_text(candidate).split()))
     seen: set[tuple[str, Any, str]] = set()
     kept = []
     for candidate in ranked:
@@ -691,5 +670,4 @@ def _evidence(candidate: _Candidate) -> Evidence:
         similarity=round(candidate.similarity, 4),
         file_id=source.file_id,
         chunk_text=source.text,
-        chunk_score=source.score,
     )

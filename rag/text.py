@@ -104,3 +104,9 @@ def stems_of(words: str) -> frozenset[str]:
 def stopwords() -> frozenset[str]:
     """The stems of STOPWORDS."""
     return stems_of(STOPWORDS)
+
+
+def content_stems(text: str, shortest: int = 2) -> set[str]:
+    """The stems of a text's words that say something (no stop words, at least `shortest` long)."""
+    stop = stopwords()
+    return {stem for stem in tokenize(text) if stem not in stop and len(stem) >= shortest}

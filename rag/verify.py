@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from rag.loaders import tidy
-from rag.text import skeleton, stopwords, tokenize
+from rag.text import content_stems, skeleton, tokenize
 
 # A number as printed: "3.50", "3,50", "33 000", "1,260", "2020"; groups of three after a space,
 # comma or dot may be thousands.
@@ -195,12 +195,9 @@ class Verifier:
     def grounded(self, text: str) -> bool:
         """Whether most content words of a sentence come from the evidence or the question: a
         sentence of the model's own general knowledge is not shown as an answer."""
-        stop = stopwords()
-        content = {
-            stem for stem in tokenize(CITATION.sub(" ", text)) if stem not in stop and len(stem) > 2
-        }
         if "```" in text:
             return False  # code the model wrote is not a passage of the documents
+        content = content_stems(CITATION.sub(" ", text), shortest=3)
         if len(content) < 3:
             return True
         held = sum(
