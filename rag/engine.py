@@ -313,6 +313,14 @@ class ChatEngine:
     def _answer(self, answer: Answer, question: str) -> Iterator[str]:
         documents = by_page(answer.findings.evidence)
         messages, documents = self.messages(question, documents)
+        if not documents:  # not one passage fits beside the rules and the conversation
+            answer.refused = True
+            answer.findings.reason = (
+                "the passages found do not fit the model's context window; raise "
+                "RAG_CONTEXT_WINDOW or start a new chat"
+            )
+            yield from self._refuse(answer)
+            return
         evidence = [span for _, spans in documents for span in spans]
         titles = [document_title(source.file) + " " + source.file for source, _ in documents]
         verifier = Verifier([span.quote for span in evidence] + titles, answer.standalone_question)

@@ -81,6 +81,17 @@ def test_an_unanswerable_question_is_refused_without_the_model(
     assert ollama.chat_requests() == []
 
 
+def test_evidence_that_does_not_fit_the_context_window_is_refused_not_crashed(
+    filled_index: Index, ollama: FakeOllama
+) -> None:
+    engine = ollama_engine(filled_index, ollama)
+    engine.context_window, engine.max_new_tokens = 512, 480  # no room left for any passage
+    answer = engine.ask("When does the lighthouse open?")
+    list(answer.stream())
+    assert answer.refused and "RAG_CONTEXT_WINDOW" in answer.text
+    assert ollama.chat_requests() == []
+
+
 def test_a_looping_model_is_stopped_and_shown_once(filled_index: Index, ollama: FakeOllama) -> None:
     ollama.reply = "The lighthouse opens at nine. " * 6
     answer = ollama_engine(filled_index, ollama).ask("When does the lighthouse open?")
