@@ -25,6 +25,16 @@ JOINT_SPANS = 3
 # A word in at most this many passages is distinctive enough to name a file by its title.
 RARE_CHUNKS = 3
 EMBED_CHARS = 240
+# A word whose cosine with a counted thing ("workers") reaches this names the same thing
+# ("employees"); unrelated words of a passage stay below 0.35 with the bundled MiniLM.
+SYNONYM_SIMILARITY = 0.55
+SYNONYM_WORD = re.compile(r"[^\W\d_]{4,}")
+# Kinds of fact whose evidence pattern names the attribute itself (a "salary" line with a number):
+# a span of the kind is evidence on its own, so it adds to the confidence.
+SPECIFIC_TYPES = frozenset(
+    {"a salary", "a phone number", "an e-mail address", "a web address", "a strength"}
+)
+SPECIFIC_TYPE_BONUS = 0.08
 SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]*\s+(?=[\"“«(]?[A-ZА-ЯЁ0-9])")
 # A line that plainly goes on in the next one (wrapped prose, an item name over two lines).
 CONTINUES = re.compile(r"[,(\-–—/&+=×]$|\b(?:and|or|of|the|a|an|to|with|in|for|и|с|в|на)$", re.I)
@@ -33,6 +43,11 @@ KEY_VALUE = re.compile(r"^[\w\[\]. -]{1,40}: ")
 # A line of a flattened JSON record: "work[0].name: Pied Piper" (the record is "work[0]").
 RECORD = re.compile(r"([\w.]+\[\d+\])[\w.\[\]]*: ")
 RECORD_LINES = 8
+# A bulleted item of a few words ("- Postgres"): a run of them under a lead-in is one list, and
+# a question about the list ("which databases ...") is answered by the whole of it.
+LIST_ITEM = re.compile(r"^[-*•–]\s+\S")
+LIST_ITEM_WORDS = 5
+LIST_MIN_ITEMS = 3
 # A line of numbers and units only: "200г | 1 890", "0.33l 4.00e".
 PRICE_LINE = re.compile(
     r"^(?=.*\d)(?:[\d\s.,|/×x%◦°€$£₽()+-]|г|гр|кг|мл|л|шт|ml|cl|g|kg|l|e)+$", re.I
@@ -191,7 +206,38 @@ def units(text: str) -> list[tuple[int, int]]:
             spans.append(_strip(text, cursor, match.start()))
             cursor = match.end()
         spans.append(_strip(text, cursor, end))
-    return [(s, e) for s, e in spans if e - s >= 2 and re.search(r"\w", text[s:e])]
+    spans = [(s, e) for s, e in spans if e - s >= 2 and re.search(r"\w", text[s:e])]
+    return _lists(text, spans)
+
+
+def _short_item(line: str) -> bool:
+    return (
+        bool(LIST_ITEM.match(line))
+        and len(line.split()) <= LIST_ITEM_WORDS + 1
+        and not DIGIT.search(line)
+    )
+
+
+def _lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Runs of short bulleted items (with the lead-in line above them) merged into one span. Items
+    with numbers stay lines of their own: a priced menu answers by line."""
+    merged: list[tuple[int, int]] = []
+    position = 0
+    while position < len(spans):
+        end = position
+        while end < len(spans) and _short_item(text[spans[end][0] : spans[end][1]]):
+            end += 1
+        if end - position >= LIST_MIN_ITEMS:
+            first = position
+            if merged and text[merged[-1][0] : merged[-1][1]].rstrip().endswith(":"):
+                first = position - 1
+                merged.pop()
+            merged.append((spans[first][0], spans[end - 1][1]))
+            position = end
+            continue
+        merged.append(spans[position])
+        position += 1
+    return merged
 
 
 def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bool:
@@ -552,12 +598,18 @@ def select(
     closest = [_evidence(c) for c in ranked[:3]]
     eligible = [c for c in ranked if c.typed and c.eligible]
     confidence = _confidence(eligible[0], eligible) if eligible else 0.0
+    if eligible and wanted is not None and wanted[0] in SPECIFIC_TYPES:
+        confidence += SPECIFIC_TYPE_BONUS
     unknown = [t.raw for t in terms if t.proper and not scopes.known(t)]
     if unknown:  # a name no document mentions ("Guinness", "iOS") is most likely not there
         confidence *= UNKNOWN_NAME_FACTOR
     reason = ""
     counted = [t for t in question_terms(asked_count(question), collection.idf) if not t.proper]
-    if counted and not scopes.known(counted[0]):
+    if (
+        counted
+        and not scopes.known(counted[0])
+        and not _synonym_in(counted[0].raw, [c.hit.node.get_content() for c in eligible[:3]], embed)
+    ):
         reason = f"no document mentions {counted[0].raw}"
     elif wanted is not None and not any(c.typed for c in ranked[: 3 * calibration.max_units]):
         reason = f"no passage found gives {wanted[0]}"
@@ -603,6 +655,19 @@ def _confidence(best: _Candidate, eligible: Sequence[_Candidate]) -> float:
     return (max(best.coverage, joint) + best.similarity) / 2
 
 
+def _synonym_in(word: str, texts: Sequence[str], embed: Any) -> bool:
+    """Whether the texts use a word of the same meaning (the embedder): "workers" asked, "No. of
+    Employees" printed."""
+    words = sorted({w for text in texts for w in SYNONYM_WORD.findall(text)})
+    if not words:
+        return False
+    vectors = embed([word, *words])
+    return any(
+        sum(a * b for a, b in zip(vectors[0], vector, strict=True)) >= SYNONYM_SIMILARITY
+        for vector in vectors[1:]
+    )
+
+
 def _text(candidate: _Candidate) -> str:
     return candidate.hit.node.get_content()[candidate.start : candidate.end]
 
@@ -615,7 +680,9 @@ def _embed_best(
     Within a file about a name the question uses ("Richard Hendriks" in his CV), the question is
     compared without that name: the embedder finds any line naming him close, the one that
     answers is close to the rest of the question."""
-    order = sorted(candidates, key=lambda c: (-c.coverage, c.hit_rank))[:limit]
+    # A span in a file about a name the question uses comes first: its subject words may all be
+    # paraphrased ("based" for "headquartered") and leave it no coverage to be ranked by.
+    order = sorted(candidates, key=lambda c: (-c.coverage - c.scoped, c.hit_rank))[:limit]
     if not order:
         return
     names = {t.raw for t in terms if t.proper}

@@ -89,6 +89,7 @@ def test_a_question_is_normalised_like_the_documents(corpus_index: Index) -> Non
         ("What is the phone number of the FOSDEM bar?", "absent attribute"),
         ("How much is a Duvel at Bosfor?", "detail of the other menu"),
         ("Who won the 2018 football World Cup?", "out of domain"),
+        ("How many calories does the vegan sandwich at the FOSDEM bar have?", "absent count"),
     ],
 )
 def test_questions_the_documents_do_not_answer_are_not_answerable(
@@ -106,6 +107,34 @@ def test_menu_lines_and_wrapped_items_are_units() -> None:
         "Брускетта с томатами\nи авокадо New 240г | 360",
         "Окрошка 280г | 390",
     ]
+
+
+def test_a_list_of_short_items_is_one_unit_with_its_lead_in() -> None:
+    text = "Technologies we use include:\n\n- Ruby on Rails\n\n- Postgres\n\n- Redis\n\nWe hire."
+    assert [text[s:e] for s, e in units(text)] == [
+        "Technologies we use include:\n\n- Ruby on Rails\n\n- Postgres\n\n- Redis",
+        "We hire.",
+    ]
+
+
+def test_a_count_asked_in_other_words_is_answered(tmp_path: Path, embedder: Any) -> None:
+    # "workers" is in no document; the report's column says "Employees".
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "layoffs.md").write_text(
+        "# Layoff notices\n\n"
+        + "Employers file a notice with the state before a layoff, as the law requires. " * 5
+        + "\n\nAcme Tools, Springfield: 120 employees.\n\nBeta Foods, Shelbyville: 45 employees.\n",
+        encoding="utf-8",
+    )
+    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=data), embedder)
+    try:
+        assert index.ingest([data / "layoffs.md"]).ok
+        findings = evidence_engine(index).find_evidence("How many workers does Acme Tools lay off?")
+        assert findings.answerable, findings.reason
+        assert "120" in findings.evidence[0].quote
+    finally:
+        index.close()
 
 
 def test_wrapped_prose_is_cut_into_sentences() -> None:
