@@ -18,7 +18,15 @@ from chainlit.input_widget import Slider
 from chainlit.server import app as server_app
 from fastapi import HTTPException, Request
 
-from rag.api import Logins, credentials, install_api
+from rag.api import credentials, install_api
+from rag.auth import (
+    LoginLimitMiddleware,
+    Logins,
+    LoginThrottled,
+    SessionGuard,
+    client_address,
+    user_store,
+)
 from rag.chat import ChatService, ChatSession, history_from_turns, stream_tokens
 from rag.cli import offline_environment
 from rag.config import load_settings
@@ -26,13 +34,16 @@ from rag.errors import RagError
 from rag.evidence import Findings
 from rag.retrieve import Source
 from rag.threads import thread_database
-from rag.web import LocalFileStore, UploadLimitMiddleware, install_routes, user_store
+from rag.web import LocalFileStore, UploadLimitMiddleware, install_routes
 
 offline_environment()
-settings = load_settings()
+try:
+    settings = load_settings()
+    users = user_store(settings)
+except RagError as error:  # a setting that does not parse stops the start, in one line
+    raise SystemExit(f"rag: error: {error}") from None
 service = ChatService(settings)
-users = user_store(settings)
-api_logins = Logins(users)
+logins = Logins(users)
 
 
 async def session_user(request: Request) -> str | None:
@@ -52,7 +63,10 @@ async def may_see_details(request: Request) -> bool:
     if not users.enabled or await session_user(request):
         return True
     login = credentials(request.headers.get("authorization", ""))
-    return login is not None and await api_logins.check(*login)
+    try:
+        return login is not None and await logins.check(*login, client_address(request.scope))
+    except LoginThrottled:
+        return False
 
 
 async def may_read_element(request: Request, key: str) -> bool:
@@ -65,7 +79,14 @@ async def may_read_element(request: Request, key: str) -> bool:
 
 
 install_routes(server_app, service.health, may_see_details)
-install_api(server_app, service, users, prefix=chainlit_config.run.root_path)
+root_path = chainlit_config.run.root_path
+install_api(server_app, service, logins, prefix=root_path)
+if users.enabled:
+    # A session of a user no longer in RAG_AUTH_USERS ends; the API checks its login each time.
+    server_app.add_middleware(SessionGuard, users=users, skip_prefixes=(f"{root_path}/v1",))
+    server_app.add_middleware(
+        LoginLimitMiddleware, path=f"{root_path}/login", failures=logins.failures
+    )
 uploads = chainlit_config.features.spontaneous_file_upload
 if uploads is not None:  # the browser enforces what the settings allow
     uploads.max_size_mb = int(settings.upload_max_mb) or 1
@@ -113,8 +134,12 @@ async def chat_profiles(current_user: cl.User | None = None) -> list[cl.ChatProf
 if users.enabled:
 
     @cl.password_auth_callback
-    def login(username: str, password: str) -> cl.User | None:
-        return cl.User(identifier=username) if users.check(username, password) else None
+    async def login(username: str, password: str) -> cl.User | None:
+        # bcrypt is slow on purpose: checked in a thread, the other chats go on meanwhile.
+        if not await asyncio.to_thread(users.check, username, password):
+            return None
+        # The stamp ties the session to this login: see rag.auth.SessionGuard.
+        return cl.User(identifier=username, metadata={"login": users.fingerprint(username)})
 
 else:
 

@@ -40,13 +40,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from rag.auth import Logins, LoginThrottled, client_address
 from rag.chat import ChatService, ChatSession, history_from_turns, safe_name
 from rag.engine import Answer
 from rag.errors import BackendError, ConfigError, FileRefused, RagError, StoreError
 from rag.ingest import document_id
 from rag.loaders import is_supported, unsupported_reason
 from rag.profiles import Profile
-from rag.web import UserStore
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,10 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = dict(headers or {})
         self.status = status
         self.message = message
         self.type = type
@@ -90,7 +92,9 @@ class ApiError(Exception):
         }
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer realm="rag"'} if self.status == 401 else None
+        headers = dict(self.headers)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="rag"'
         return JSONResponse(self.payload(), status_code=self.status, headers=headers)
 
 
@@ -129,34 +133,22 @@ def credentials(header: str) -> tuple[str, str] | None:
     return (user, password) if sep and user and password else None
 
 
-class Logins:
-    """Checks API logins against the UserStore, remembering the ones already verified.
-
-    bcrypt is slow on purpose; a client sends its login with every request. The store never
-    changes while the app runs, so a login verified once stays valid (only a digest is kept).
-    """
-
-    def __init__(self, users: UserStore) -> None:
-        self.users = users
-        self._verified: set[bytes] = set()
-
-    async def check(self, user: str, password: str) -> bool:
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        if key in self._verified:
-            return True
-        # Checked in a thread: a bcrypt hash never stalls the event loop.
-        if await asyncio.to_thread(self.users.check, user, password):
-            self._verified.add(key)
-            return True
-        return False
-
-
 async def authenticate(request: Request, logins: Logins) -> str | None:
     """The user making the request; raises 401 unless logins are off or the login checks out."""
     if not logins.users.enabled:
         return None
     login = credentials(request.headers.get("authorization", ""))
-    if login is None or not await logins.check(*login):
+    try:
+        verified = login is not None and await logins.check(*login, client_address(request.scope))
+    except LoginThrottled as error:
+        raise ApiError(
+            429,
+            str(error),
+            "rate_limit_error",
+            "too_many_failed_logins",
+            headers={"Retry-After": str(error.retry_after)},
+        ) from None
+    if not verified:
         raise ApiError(
             401,
             "Incorrect or missing credentials: send `Authorization: Bearer USER:PASSWORD` "
@@ -189,11 +181,18 @@ def endpoint(logins: Logins, handler: Handler) -> Handler:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
+    too_large = ApiError(413, f"request body over {MAX_JSON_BYTES // 2**20} MB", code="too_large")
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_JSON_BYTES:
-        raise ApiError(413, f"request body over {MAX_JSON_BYTES // 2**20} MB", code="too_large")
+        raise too_large
+    # The read itself is bounded: a chunked body declares no length.
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_JSON_BYTES:
+            raise too_large
     try:
-        body = json.loads(await request.body())
+        body = json.loads(bytes(data))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise bad_request(f"the request body is not valid JSON ({error})") from None
     if not isinstance(body, dict):
@@ -491,10 +490,9 @@ async def read_upload(request: Request, limit: int) -> tuple[UploadFile, dict[st
 # --- routes --------------------------------------------------------------------------------------
 
 
-def api_routes(service: ChatService, users: UserStore, prefix: str = "") -> list[Route]:
+def api_routes(service: ChatService, logins: Logins, prefix: str = "") -> list[Route]:
     """The /v1 routes over one ChatService; `prefix` is the app's root path, if any."""
     documents = DocumentStore(service)
-    logins = Logins(users)
 
     def find_profile(name: Any, param: str = "model") -> Profile:
         if not isinstance(name, str) or not name:
@@ -637,7 +635,7 @@ def api_routes(service: ChatService, users: UserStore, prefix: str = "") -> list
     ]
 
 
-def install_api(app: Any, service: ChatService, users: UserStore, prefix: str = "") -> None:
+def install_api(app: Any, service: ChatService, logins: Logins, prefix: str = "") -> None:
     """Mount the API on a Starlette/FastAPI app, ahead of any catch-all route it already has."""
-    for route in reversed(api_routes(service, users, prefix)):
+    for route in reversed(api_routes(service, logins, prefix)):
         app.router.routes.insert(0, route)

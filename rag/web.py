@@ -1,20 +1,14 @@
-"""HTTP pieces the chat server needs beyond the chat itself: health route, limits, users, auth secret."""
+"""HTTP pieces the chat server needs beyond the chat itself: health route, upload limit, page rewrite, element files."""
 
 from __future__ import annotations
 
 import gzip
-import hmac
 import json
 import logging
-import os
 import re
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from rag.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -255,46 +249,3 @@ class LocalFileStore:
             return FileResponse(path)
 
         app.router.routes.insert(0, Route(self.url_prefix + "/{key:path}", serve, methods=["GET"]))
-
-
-@dataclass(frozen=True)
-class UserStore:
-    """Users allowed to log in, from RAG_AUTH_USERS ("alice:secret,bob:$2b$12$..." bcrypt ok)."""
-
-    passwords: dict[str, str]
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.passwords)
-
-    def check(self, username: str, password: str) -> bool:
-        stored = self.passwords.get(username)
-        if stored is None:
-            return False
-        if stored.startswith(("$2a$", "$2b$", "$2y$")):
-            import bcrypt
-
-            return bcrypt.checkpw(password.encode(), stored.encode())
-        return hmac.compare_digest(stored.encode(), password.encode())
-
-
-def user_store(settings: Settings) -> UserStore:
-    passwords: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in settings.auth_users.split(","))):
-        name, _, password = entry.partition(":")
-        if name and password:
-            passwords[name.strip()] = password
-    ensure_auth_secret(settings.storage_dir)
-    return UserStore(passwords)
-
-
-def ensure_auth_secret(storage_dir: Path) -> None:
-    """Chainlit signs its session tokens with CHAINLIT_AUTH_SECRET: keep one stable in storage/."""
-    if os.environ.get("CHAINLIT_AUTH_SECRET"):
-        return
-    path = storage_dir / ".auth_secret"
-    if not path.exists():
-        storage_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    os.environ["CHAINLIT_AUTH_SECRET"] = path.read_text().strip()

@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from pdfgen import write_pdf
 
-from rag.api import install_api
+from rag.api import MAX_JSON_BYTES, install_api
+from rag.auth import MAX_FAILED_LOGINS, Logins, UserStore
 from rag.chat import ChatService
-from rag.web import UserStore
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY = "The lighthouse opens at nine [guide.pdf, 2]."
@@ -41,7 +41,7 @@ def serve(service: ChatService, users: UserStore = NO_LOGIN) -> Iterator[str]:
     async def catch_all(full_path: str) -> HTMLResponse:  # like Chainlit's single-page app
         return HTMLResponse("<html>the chat UI</html>")
 
-    install_api(app, service, users)
+    install_api(app, service, Logins(users))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
@@ -461,6 +461,28 @@ def test_with_logins_every_route_needs_a_key(service: ChatService) -> None:
         assert upload(url, "a.txt", b"some text", headers=headers).status_code == 200
         # The UI's own pages are not the API's business.
         assert httpx.get(f"{url}/").status_code == 200
+
+
+def test_failed_api_logins_over_the_limit_get_a_429_with_retry_after(
+    service: ChatService,
+) -> None:
+    with serve(service, UserStore({"alice": "secret"})) as url:
+        for _ in range(MAX_FAILED_LOGINS):
+            assert httpx.get(f"{url}/v1/models", auth=("alice", "guess")).status_code == 401
+        refused = httpx.get(f"{url}/v1/models", auth=("alice", "secret"))
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "too_many_failed_logins"
+
+
+def test_a_chunked_body_over_the_limit_is_413_without_being_read_whole(server: str) -> None:
+    def body() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield b'{"model": "general", "messages": "'
+        for _ in range(2 * MAX_JSON_BYTES // 2**16):
+            yield b"x" * 2**16
+
+    response = httpx.post(f"{server}/v1/chat/completions", content=body(), timeout=60)
+    assert response.status_code == 413
 
 
 def test_without_logins_no_key_is_needed(server: str) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from pdfgen import write_pdf
 
+from rag.auth import UserStore
 from rag.chat import ChatService, safe_name
-from rag.web import UserStore, strip_external
+from rag.web import strip_external
 
 
 @pytest.fixture
