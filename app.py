@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,21 +28,25 @@ from rag.auth import (
     client_address,
     user_store,
 )
-from rag.chat import ChatService, ChatSession, history_from_turns, stream_tokens
+from rag.chat import ChatService, ChatSession, history_from_turns
 from rag.cli import offline_environment
 from rag.config import load_settings
 from rag.errors import RagError
 from rag.evidence import Findings
+from rag.logs import internal_error_line, log_to_file
 from rag.retrieve import Source
+from rag.streaming import AnswerStream
 from rag.threads import thread_database
 from rag.web import LocalFileStore, UploadLimitMiddleware, install_routes
 
+logger = logging.getLogger("rag.app")
 offline_environment()
 try:
     settings = load_settings()
     users = user_store(settings)
 except RagError as error:  # a setting that does not parse stops the start, in one line
     raise SystemExit(f"rag: error: {error}") from None
+log_to_file(settings.storage_dir)
 service = ChatService(settings)
 logins = Logins(users)
 
@@ -69,13 +74,17 @@ async def may_see_details(request: Request) -> bool:
         return False
 
 
-async def may_read_element(request: Request, key: str) -> bool:
-    """A stored element (an attachment, a cited PDF) is for the owner of its thread only."""
+async def may_read_element(request: Request, key: str) -> int:
+    """A stored element (an attachment, a cited PDF) is for the owner of its thread only: 200,
+    401 without a login, 404 for anyone else (see LocalFileStore.install)."""
     if not users.enabled:
-        return True  # one local user owns everything
+        return 200  # one local user owns everything
     user = await session_user(request)
+    if not user:
+        return 401
     layer = get_data_layer()
-    return bool(user and isinstance(layer, ThreadStore) and user == await layer.element_owner(key))
+    owner = await layer.element_owner(key) if isinstance(layer, ThreadStore) else None
+    return 200 if user == owner else 404
 
 
 install_routes(server_app, service.health, may_see_details)
@@ -102,11 +111,11 @@ server_app.add_middleware(
 
 @cl.on_app_startup
 async def startup() -> None:
-    # Answers wait in worker threads for the one LLM, attachments for the write lock. The default
-    # pool (CPUs + 4 threads) then starves Chainlit's own file I/O (aiofiles) and /healthz, which
-    # use it too: under 20 chats an upload hung for minutes. Waiting threads cost little.
+    # Answers run in their own bounded threads (rag.streaming); this pool serves Chainlit's file
+    # I/O (aiofiles), /healthz and attachments waiting for the write lock. The default (CPUs + 4
+    # threads) let a few waiting attachments starve the rest; this bound keeps threads finite.
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=128, thread_name_prefix="app"))
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="app"))
     service.start_sync()
     loop.run_in_executor(None, service.warm_up)
 
@@ -269,6 +278,9 @@ async def on_message(message: cl.Message) -> None:
             await answer(session, message.content)
     except RagError as error:
         await cl.Message(content=f"⚠️ {error}").send()
+    except Exception as error:  # one readable line in the chat, the traceback in the log
+        logger.exception("chat message failed")
+        await cl.Message(content=f"⚠️ {internal_error_line(error)}").send()
 
 
 async def index_attachments(session: ChatSession, message: cl.Message) -> None:
@@ -293,14 +305,40 @@ async def index_attachments(session: ChatSession, message: cl.Message) -> None:
 
 
 async def answer(session: ChatSession, question: str) -> None:
-    async with cl.Step(name="Search", type="retrieval") as step:
-        step.input = question
-        result = await asyncio.to_thread(session.ask, question)
-        step.output = describe_search(result.findings)
+    stream = AnswerStream(service.answers, lambda: session.ask(question))  # Busy when full
+    waiting: cl.Message | None = None
+
+    async def show_place(ahead: int) -> None:
+        nonlocal waiting
+        text = (
+            f"⏳ Waiting for the model: {ahead} answer{'s' if ahead != 1 else ''} ahead of yours."
+        )
+        if waiting is None:
+            waiting = cl.Message(content=text)
+            await waiting.send()
+        else:
+            waiting.content = text
+            await waiting.update()
+
+    try:
+        async with cl.Step(name="Search", type="retrieval") as step:
+            step.input = question
+            result = await stream.started(show_place)
+            step.output = describe_search(result.findings)
+    finally:
+        if waiting is not None:
+            await waiting.remove()
     note = service.sync_status.note()
     reply = cl.Message(content=f"_{note}_\n\n" if note else "")
-    async for token in stream_tokens(result):
-        await reply.stream_token(token)
+    try:
+        async for token in stream.tokens():
+            await reply.stream_token(token)
+    except Exception as error:  # what was streamed stays; the reply says that it stopped
+        line = str(error) if isinstance(error, RagError) else internal_error_line(error)
+        logger.error("answer stopped: %s", line, exc_info=not isinstance(error, RagError))
+        await reply.stream_token(f"\n\n⚠️ _The answer stopped: {line}_")
+        await reply.send()
+        return
     reply.elements = await asyncio.to_thread(citations, session, result.sources)
     if result.sources:
         names = ", ".join(element.name for element in reply.elements)

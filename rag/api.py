@@ -9,7 +9,9 @@ Routes (all under `/v1`, mounted ahead of the UI's catch-all route by `install_a
   extra top-level field `sources: [{file, page, score, text}]` (in the last chunk when streaming).
 - `GET /v1/models` and `GET /v1/models/{id}`: the profiles, as OpenAI model objects.
 - `POST /v1/documents`: a multipart upload (field `file`, optional `profile` as query or form
-  field) indexed as a shared document of the profile's collection.
+  field) indexed as a document of the profile's collection, owned by the uploading user: every
+  question reads it (like data/), only its owner may replace (same name) or delete it.
+- `GET /v1/documents`: the caller's own uploads; `DELETE /v1/documents/{id}`: delete one of them.
 
 When logins are configured (RAG_AUTH_USERS), every route needs `Authorization: Bearer USER:PASSWORD`
 (so `OpenAI(api_key="alice:secret")` works) or HTTP Basic with the same login.
@@ -43,10 +45,13 @@ from starlette.routing import Route
 from rag.auth import Logins, LoginThrottled, client_address
 from rag.chat import ChatService, ChatSession, history_from_turns, safe_name
 from rag.engine import Answer
-from rag.errors import BackendError, ConfigError, FileRefused, RagError, StoreError
+from rag.errors import BackendError, Busy, ConfigError, FileRefused, RagError, StoreError
 from rag.ingest import document_id
 from rag.loaders import is_supported, unsupported_reason
+from rag.logs import internal_error_line
+from rag.manifest import FileRecord
 from rag.profiles import Profile
+from rag.streaming import AnswerStream
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +103,26 @@ class ApiError(Exception):
         return JSONResponse(self.payload(), status_code=self.status, headers=headers)
 
 
+def api_error_of(error: BaseException) -> ApiError:
+    """Any error as the API answers it: a RagError by its kind, anything else as a 500 line."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, RagError):
+        return from_rag_error(error)
+    return ApiError(500, internal_error_line(error), "server_error")
+
+
 def from_rag_error(error: RagError) -> ApiError:
-    """A status for each kind of RagError: the backend failing is 502, a busy index 503."""
+    """A status for each kind of RagError: the backend failing is 502, a busy index 503, too
+    many answers at once 429."""
+    if isinstance(error, Busy):
+        return ApiError(
+            429,
+            str(error),
+            "rate_limit_error",
+            "busy",
+            headers={"Retry-After": str(error.retry_after)},
+        )
     if isinstance(error, BackendError):
         return ApiError(502, str(error), "server_error", "backend_error")
     if isinstance(error, StoreError):
@@ -164,15 +187,16 @@ def endpoint(logins: Logins, handler: Handler) -> Handler:
 
     async def wrapped(request: Request) -> Response:
         try:
-            await authenticate(request, logins)
+            # Who asks: the login's user, or "" when logins are off (the one local user).
+            request.state.user = await authenticate(request, logins) or ""
             return await handler(request)
         except ApiError as error:
             return error.response()
         except RagError as error:
             return from_rag_error(error).response()
-        except Exception:
+        except Exception as error:
             logger.exception("API request %s %s failed", request.method, request.url.path)
-            return ApiError(500, "internal error; see the server log", "server_error").response()
+            return api_error_of(error).response()
 
     return wrapped
 
@@ -187,10 +211,11 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise too_large
     # The read itself is bounded: a chunked body declares no length.
     data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_JSON_BYTES:
-            raise too_large
+    try:
+        async for chunk in limited(request.stream(), MAX_JSON_BYTES):
+            data += chunk
+    except TooLarge:
+        raise too_large from None
     try:
         body = json.loads(bytes(data))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -276,61 +301,6 @@ def start_answer(session: ChatSession, question: str, max_tokens: int | None) ->
     return session.ask(question)
 
 
-class AnswerStream:
-    """Runs one answer in a worker thread and hands its events to the event loop.
-
-    Events: ("start", Answer) once retrieval is done, then ("token", str)..., then ("end", None)
-    or ("error", exception). `cancel()` stops the generation at the next token (client gone).
-    """
-
-    def __init__(self, session: ChatSession, question: str, max_tokens: int | None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._stop = threading.Event()
-        self._args = (session, question, max_tokens)
-        threading.Thread(target=self._run, name="rag-api-answer", daemon=True).start()
-
-    def _put(self, kind: str, value: Any) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
-
-    def _run(self) -> None:
-        try:
-            answer = start_answer(*self._args)
-            self._put("start", answer)
-            tokens = answer.stream()
-            for token in tokens:
-                if self._stop.is_set():
-                    tokens.close()  # the embedded model stops generating, remote streams close
-                    return
-                self._put("token", token)
-        except BaseException as error:  # noqa: BLE001 - handed to the event loop, answered there
-            self._put("error", error)
-        else:
-            self._put("end", None)
-
-    async def next(self) -> tuple[str, Any]:
-        return await self._queue.get()
-
-    async def whole(self) -> Answer:
-        """Wait for the complete answer; raises what the generation raised."""
-        answer: Answer | None = None
-        try:
-            while True:
-                kind, value = await self.next()
-                if kind == "start":
-                    answer = value
-                elif kind == "error":
-                    raise value
-                elif kind == "end":
-                    assert answer is not None
-                    return answer
-        finally:
-            self.cancel()
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-
 class Completion:
     """The OpenAI objects for one answer."""
 
@@ -407,25 +377,45 @@ async def limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
 
 
 class DocumentStore:
-    """API uploads: each name gets one folder under storage/uploads/api, so a new upload of the
-    same name replaces the old version in the index (same document id) and on disk."""
+    """API uploads, each with an owner: each name gets one folder under storage/uploads/api, so a
+    new upload of the same name by its owner replaces the old version (same document id); another
+    user cannot replace it. Every chat and API question reads them, like the files of data/."""
+
+    OWNER_FILE = "owner"
 
     def __init__(self, service: ChatService) -> None:
         self.service = service
+        self.root = service.settings.storage_dir / "uploads" / "api"
         self._lock = threading.Lock()  # one upload at a time touches the folders
 
     def folder(self, collection: str, name: str) -> Path:
         key = hashlib.sha256(f"{collection}\0{name}".encode()).hexdigest()[:16]
-        return self.service.settings.storage_dir / "uploads" / "api" / key
+        return self.root / key
 
-    def add(self, data: bytes, name: str, profile: Profile) -> dict[str, Any]:
-        """Store and index one upload as a shared document (blocking). Raises FileRefused."""
+    def owner(self, folder: Path) -> str | None:
+        try:
+            return (folder / self.OWNER_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def add(self, data: bytes, name: str, profile: Profile, user: str) -> dict[str, Any]:
+        """Store and index one upload as `user`'s document (blocking). Raises FileRefused, or an
+        ApiError (409) when another user's document has the name."""
         collection = profile.collection
         folder = self.folder(collection, name)
         target = folder / f"{hashlib.sha256(data).hexdigest()[:32]}{Path(name).suffix.lower()}"
         with self._lock:
+            owner = self.owner(folder)
+            if owner is not None and owner != user:
+                raise ApiError(
+                    409,
+                    f"{name}: another user's document has this name; upload yours under another",
+                    code="name_taken",
+                    param="file",
+                )
             try:
                 folder.mkdir(parents=True, exist_ok=True)
+                (folder / self.OWNER_FILE).write_text(user, encoding="utf-8")
                 if not target.exists():
                     partial = target.with_name(target.name + ".part")
                     partial.write_bytes(data)
@@ -443,6 +433,7 @@ class DocumentStore:
             raise report.failed[0]
         chunks = report.chunks_written if report.indexed else (record.chunks if record else 0)
         return {
+            "id": record.doc_id if record else None,
             "file": name,
             "indexed": True,
             "chunks": chunks,
@@ -452,15 +443,50 @@ class DocumentStore:
             "warnings": list(report.warnings),
         }
 
-    @staticmethod
-    def _prune(folder: Path, keep: Path | None) -> None:
-        """Drop stored copies the index no longer points at (older versions, refused files)."""
+    def owned(self, user: str) -> list[FileRecord]:
+        """The documents `user` uploaded, in every collection."""
+        manifest = self.service.index.manifest
+        root = self.root.resolve()
+        return [
+            record
+            for collection in manifest.collections()
+            for record in manifest.files(collection)
+            if Path(record.root).parent == root and self.owner(Path(record.root)) == user
+        ]
+
+    def remove(self, doc_id: str, user: str) -> FileRecord:
+        """Delete one of `user`'s documents from the index and the disk; 404 for any other id."""
+        with self._lock:
+            record = next((r for r in self.owned(user) if r.doc_id == doc_id), None)
+            if record is None:
+                raise ApiError(
+                    404, f"you have no document with id {doc_id!r}", code="document_not_found"
+                )
+            self.service.index.remove_document(record.doc_id, record.collection)
+            self._prune(Path(record.root), None)
+        return record
+
+    @classmethod
+    def _prune(cls, folder: Path, keep: Path | None) -> None:
+        """Drop stored copies the index no longer points at (older versions, refused files);
+        without a version to keep, the folder goes, owner and all."""
         keep = keep.resolve() if keep else None
         for path in folder.iterdir():
-            if path.resolve() != keep:
+            if path.resolve() != keep and (keep is None or path.name != cls.OWNER_FILE):
                 path.unlink(missing_ok=True)
         if keep is None:
             folder.rmdir()
+
+
+def document_json(record: FileRecord) -> dict[str, Any]:
+    return {
+        "id": record.doc_id,
+        "file": record.file,
+        "collection": record.collection,
+        "chunks": record.chunks,
+        "bytes": record.size,
+        "indexed_at": record.indexed_at,
+    }
 
 
 async def read_upload(request: Request, limit: int) -> tuple[UploadFile, dict[str, str]]:
@@ -540,51 +566,38 @@ def api_routes(service: ChatService, logins: Logins, prefix: str = "") -> list[R
         )
         session.temperature = temperature
         completion = Completion(profile, service.sync_status.note())
+        # Busy (a 429) when the queue of answers is full, before any work starts.
+        producer = AnswerStream(service.answers, lambda: start_answer(session, question, limit))
         if not stream:
-            answer = await AnswerStream(session, question, limit).whole()
-            return JSONResponse(completion.whole(answer))
-        return await stream_completion(AnswerStream(session, question, limit), completion)
+            return JSONResponse(completion.whole(await producer.whole()))
+        return await stream_completion(producer, completion)
 
     async def stream_completion(producer: AnswerStream, completion: Completion) -> Response:
         # Wait for the first token before answering, so a failing backend still gets its status.
-        answer: Answer | None = None
+        tokens = producer.tokens()
         try:
-            while True:
-                kind, value = await producer.next()
-                if kind == "start":
-                    answer = value
-                    continue
-                if kind == "error":
-                    raise value
-                break
+            answer = await producer.started()
+            first = await anext(tokens, None)
         except BaseException:
             producer.cancel()
             raise
-        assert answer is not None
-        first = (kind, value)
 
         async def events() -> AsyncIterator[bytes]:
             try:
                 yield sse(completion.chunk({"role": "assistant", "content": ""}))
-                kind, value = first
-                while kind == "token":
-                    yield sse(completion.chunk({"content": value}))
-                    kind, value = await producer.next()
-                if kind == "error":
-                    error = value if isinstance(value, RagError) else None
-                    if error is None:
-                        logger.error("API answer failed", exc_info=value)
-                    api_error = (
-                        from_rag_error(error)
-                        if error
-                        else ApiError(500, "internal error; see the server log", "server_error")
-                    )
-                    yield sse(api_error.payload())
-                    return
-                yield sse(completion.chunk({}, "stop", **completion.extras(answer)))
-                yield sse("[DONE]")
+                if first is not None:
+                    yield sse(completion.chunk({"content": first}))
+                    async for token in tokens:
+                        yield sse(completion.chunk({"content": token}))
+            except Exception as error:  # mid-stream: the client has what was sent, then the error
+                if not isinstance(error, RagError):
+                    logger.error("API answer failed", exc_info=error)
+                yield sse(api_error_of(error).payload())
+                return
             finally:
                 producer.cancel()
+            yield sse(completion.chunk({}, "stop", **completion.extras(answer)))
+            yield sse("[DONE]")
 
         return StreamingResponse(
             events(),
@@ -622,7 +635,17 @@ def api_routes(service: ChatService, logins: Logins, prefix: str = "") -> list[R
             data = await upload.read()
         finally:
             await upload.close()
-        return JSONResponse(await asyncio.to_thread(documents.add, data, name, profile))
+        added = await asyncio.to_thread(documents.add, data, name, profile, request.state.user)
+        return JSONResponse(added)
+
+    async def list_documents(request: Request) -> Response:
+        owned = await asyncio.to_thread(documents.owned, request.state.user)
+        return JSONResponse({"object": "list", "data": [document_json(r) for r in owned]})
+
+    async def delete_document(request: Request) -> Response:
+        doc_id = request.path_params["doc_id"]
+        record = await asyncio.to_thread(documents.remove, doc_id, request.state.user)
+        return JSONResponse({**document_json(record), "deleted": True})
 
     def route(path: str, handler: Handler, method: str) -> Route:
         return Route(prefix + path, endpoint(logins, handler), methods=[method])
@@ -632,6 +655,8 @@ def api_routes(service: ChatService, logins: Logins, prefix: str = "") -> list[R
         route("/v1/models", list_models, "GET"),
         route("/v1/models/{model:path}", get_model, "GET"),
         route("/v1/documents", upload_document, "POST"),
+        route("/v1/documents", list_documents, "GET"),
+        route("/v1/documents/{doc_id}", delete_document, "DELETE"),
     ]
 
 

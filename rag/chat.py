@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
+import sqlite3
 import threading
-from collections.abc import AsyncIterator
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,15 @@ from rag.index import Index
 from rag.ingest import IngestReport, Progress
 from rag.llm import build_llm, describe_llm
 from rag.loaders import is_supported, unsupported_reason
-from rag.profiles import Profile, load_profiles
+from rag.logs import internal_error_line
+from rag.profiles import Profile, active_profiles
 from rag.retrieve import Source
+from rag.streaming import AnswerQueue
 
 logger = logging.getLogger(__name__)
+
+# Seconds before a failed sync of the data folder is tried again (the last repeats).
+SYNC_RETRY_S = (10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 @dataclass
@@ -38,6 +44,7 @@ class SyncStatus:
     files_done: int = 0
     message: str = ""
     report: IngestReport | None = None
+    retry_in_s: float | None = None  # after a failure: when the sync is tried again
 
     def note(self) -> str | None:
         """A line for users while the sync is not finished, else None."""
@@ -47,7 +54,8 @@ class SyncStatus:
                 "this answer uses what is indexed so far."
             )
         if self.state == "failed":
-            return f"Indexing the data folder failed: {self.message}"
+            again = f" (trying again in {self.retry_in_s:g} s)" if self.retry_in_s else ""
+            return f"Indexing the data folder failed: {self.message}{again}"
         return None
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +65,7 @@ class SyncStatus:
             "files_total": self.files_total,
             "files_done": self.files_done,
             "message": self.message,
+            "retry_in_s": self.retry_in_s,
             "failed": [str(f) for f in report.failed] if report else [],
         }
 
@@ -76,22 +85,43 @@ class ChatService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.index = Index(settings)
-        self.profiles: dict[str, Profile] = load_profiles(settings.profiles_dir)
+        # With RAG_TOP_K / RAG_COLLECTION applied, so chat and API follow the same rule as `rag`.
+        self.profiles: dict[str, Profile] = active_profiles(settings)
         self.sync_status = SyncStatus()
         self._sync_thread: threading.Thread | None = None
+        self._sync_settled = threading.Event()
+        self.sync_retry_s: tuple[float, ...] = SYNC_RETRY_S
         self._llm_lock = threading.Lock()
+        self._backend_error = ""  # why the last build of the LLM failed, for /healthz
+        self.answers = AnswerQueue(settings.answer_workers, settings.answer_queue)
 
     @cached_property
     def llm(self) -> LLM:
+        """The LLM, built on first use; a failed build is tried again on the next use."""
         with self._llm_lock:
-            return build_llm(self.settings)
+            try:
+                llm = build_llm(self.settings)
+            except RagError as error:
+                self._backend_error = str(error)
+                raise
+            self._backend_error = ""
+            return llm
+
+    def backend_health(self) -> dict[str, Any]:
+        """The LLM backend as /healthz reports it, from what is known: never a network probe."""
+        state: dict[str, Any] = {"name": self.settings.llm, "ok": None}  # None: not used yet
+        if "llm" in self.__dict__:
+            state.update(ok=True, model=describe_llm(self.llm))
+        elif self._backend_error:
+            state.update(ok=False, reason=self._backend_error)
+        return state
 
     @property
     def model(self) -> str:
         return describe_llm(self.llm)
 
     def default_profile(self) -> Profile:
-        return self.profiles.get(self.settings.profile) or next(iter(self.profiles.values()))
+        return self.profiles[self.settings.profile]  # active_profiles checked it exists
 
     def profile(self, name: str | None) -> Profile:
         return self.profiles.get(name or "") or self.default_profile()
@@ -106,37 +136,62 @@ class ChatService:
     # --- background sync of the data folder --------------------------------------------------------
 
     def start_sync(self) -> None:
-        """Sync the data folder into the default collection in a background thread (once)."""
+        """Sync the data folder into the default profile's collection, in a thread (once); a
+        failed sync is tried again, later and later, until it succeeds."""
         if self._sync_thread is not None:
             return
-        self._sync_thread = threading.Thread(target=self._sync, name="rag-sync", daemon=True)
+        self._sync_thread = threading.Thread(target=self._sync_until_done, name="rag-sync")
+        self._sync_thread.daemon = True
         self._sync_thread.start()
 
     def wait_for_sync(self, timeout: float | None = None) -> None:
+        """Wait until the first sync attempt has ended (done, or failed and waiting to retry)."""
         if self._sync_thread is not None:
-            self._sync_thread.join(timeout)
+            self._sync_settled.wait(timeout)
 
-    def _sync(self) -> None:
+    def _sync_until_done(self) -> None:
+        for attempt in count():
+            if self._sync():
+                return
+            delay = self.sync_retry_s[min(attempt, len(self.sync_retry_s) - 1)]
+            self.sync_status.retry_in_s = delay
+            self._sync_settled.set()
+            time.sleep(delay)
+
+    def _sync(self) -> bool:
+        """One sync of the data folder; whether it ended (a file that cannot be read is in the
+        report, not a failure of the sync)."""
         status = self.sync_status
-        status.state = "running"
+        status.state, status.retry_in_s = "running", None
         data = self.settings.data_dir
         if not data.is_dir():
             status.state, status.message = "done", f"no data folder at {data}"
-            return
+            self._sync_settled.set()
+            return True
 
         def progress(state: Progress) -> None:
             status.files_total, status.files_done = state.files_total, state.files_done
 
         try:
             status.report = self.index.ingest(
-                [data], progress=progress, wait_s=self.settings.lock_wait_s
+                [data],
+                collection=self.default_profile().collection,  # where the chat reads by default
+                progress=progress,
+                wait_s=self.settings.lock_wait_s,
             )
-            status.state = "done"
-            for failure in status.report.failed:
-                logger.warning("data folder: %s", failure)
         except RagError as error:
             status.state, status.message = "failed", str(error)
             logger.error("data folder sync failed: %s", error)
+            return False
+        except Exception as error:  # a store or HTTP library error: the sync must not die silently
+            status.state, status.message = "failed", internal_error_line(error)
+            logger.exception("data folder sync failed")
+            return False
+        status.state, status.message = "done", ""
+        for failure in status.report.failed:
+            logger.warning("data folder: %s", failure)
+        self._sync_settled.set()
+        return True
 
     # --- sessions ----------------------------------------------------------------------------------
 
@@ -169,14 +224,27 @@ class ChatService:
             return None
 
     def health(self) -> dict[str, Any]:
-        statuses = {s.name: {"files": s.files, "chunks": s.chunks} for s in self.index.status()}
+        """Liveness with details: cheap (the manifest, not the store; no model built or probed),
+        and any trouble is reported as data, never raised."""
+        index: dict[str, Any] = {"sync": self.sync_status.to_json()}
+        try:
+            manifest = self.index.manifest
+            index["collections"] = {
+                name: {
+                    "files": len(records := manifest.files(name)),
+                    "chunks": sum(record.chunks for record in records),
+                }
+                for name in manifest.collections()
+            }
+        except (RagError, sqlite3.Error, OSError) as error:
+            logger.warning("health: the manifest cannot be read: %s", error)
+            index.update(ok=False, reason=str(error))
         return {
             "status": "ok",
-            "backend": self.settings.llm,
-            "model": self.model,
+            "backend": self.backend_health(),
             "embedder": self.settings.embed_model,
             "store": self.settings.store_location,
-            "index": {"sync": self.sync_status.to_json(), "collections": statuses},
+            "index": index,
         }
 
 
@@ -280,39 +348,3 @@ def history_from_turns(turns: list[tuple[str, str]]) -> list[ChatMessage]:
     """(role, text) pairs of a saved thread -> chat messages for the memory."""
     roles = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT}
     return [ChatMessage(role=roles[r], content=t) for r, t in turns if r in roles and t.strip()]
-
-
-async def stream_tokens(answer: Answer) -> AsyncIterator[str]:
-    """The answer's tokens as an async stream; generation runs in a thread, the event loop stays free.
-
-    When the consumer stops early (the user pressed Stop, the socket closed), generation stops too.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    stop = threading.Event()
-
-    def produce() -> None:
-        tokens = answer.stream()
-        try:
-            for token in tokens:
-                if stop.is_set():
-                    tokens.close()  # closing the model's stream ends its generation
-                    return
-                loop.call_soon_threadsafe(queue.put_nowait, ("token", token))
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", error))
-        else:
-            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-
-    threading.Thread(target=produce, name="rag-answer", daemon=True).start()
-    try:
-        while True:
-            kind, value = await queue.get()
-            if kind == "token":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        stop.set()

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--storage", type=Path, help="storage folder (RAG_STORAGE_DIR, ./storage)")
     common.add_argument("--data", type=Path, help="documents folder (RAG_DATA_DIR, ./data)")
-    common.add_argument("--collection", help="collection name (RAG_COLLECTION, default)")
+    common.add_argument(
+        "--collection", help="collection (default: RAG_COLLECTION, else the profile's)"
+    )
 
     parser = argparse.ArgumentParser(
         prog="rag", description="Private chat with your documents: index and search from the shell."
@@ -65,14 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
         "search", parents=[common], help="print the chunks nearest a query"
     )
     search.add_argument("query")
-    search.add_argument("-k", type=int, default=None, help="how many chunks (RAG_TOP_K, 5)")
+    search.add_argument(
+        "-k", type=int, default=None, help="how many chunks (RAG_TOP_K, else the profile's)"
+    )
     search.add_argument("--json", action="store_true")
 
     ask = commands.add_parser("ask", parents=[common], help="answer a question from the documents")
     ask.add_argument("question")
     ask.add_argument("--profile", help="profile from the profiles folder (RAG_PROFILE, general)")
     ask.add_argument(
-        "-k", type=int, default=None, help="chunks to retrieve (default: the profile's)"
+        "-k", type=int, default=None, help="chunks to retrieve (RAG_TOP_K, else the profile's)"
     )
     ask.add_argument("--json", action="store_true", help='print {"answer", "sources", "model"}')
 
@@ -123,20 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from pydantic import ValidationError
-
     from rag.config import load_settings
 
-    try:
-        return load_settings(
-            storage_dir=args.storage, data_dir=args.data, collection=args.collection
-        )
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-            for e in error.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+    # A bad value raises ConfigError (exit 2); --collection counts as RAG_COLLECTION.
+    return load_settings(storage_dir=args.storage, data_dir=args.data, collection=args.collection)
 
 
 # --- commands -----------------------------------------------------------------------------------------
@@ -173,7 +167,7 @@ def cmd_ingest(index: Any, args: argparse.Namespace) -> int:
             f"{len(report.indexed)} indexed, {len(report.unchanged)} unchanged, "
             f"{len(report.removed)} removed, {len(report.failed)} failed; "
             f"{report.chunks_written} chunks in {report.seconds:.1f} s ({rate:.1f} chunks/s) "
-            f"into collection {index.settings.collection!r}"
+            f"into collection {index.default_collection!r}"
         )
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -213,7 +207,10 @@ def cmd_status(index: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_search(index: Any, args: argparse.Namespace) -> int:
-    top_k = args.k if args.k is not None else index.settings.top_k
+    from rag.profiles import active_profile
+
+    # The depth `rag ask` would use: -k, else RAG_TOP_K, else the default profile's top_k.
+    top_k = args.k if args.k is not None else active_profile(index.settings).top_k
     if top_k < 1:
         raise ConfigError("-k must be at least 1")
     sources = index.search(args.query, top_k)
@@ -272,7 +269,7 @@ def cmd_eval(index: Any, args: argparse.Namespace) -> int:
     else:
         print(f"hit_rate@{result.k} {result.hit_rate:.4f}")
         print(f"mrr@{result.k} {result.mrr:.4f}")
-        print(f"({result.n} questions, collection {index.settings.collection!r})")
+        print(f"({result.n} questions, collection {index.default_collection!r})")
     return EXIT_OK
 
 
@@ -301,10 +298,10 @@ def eval_answers(index: Any, args: argparse.Namespace) -> int:
 def _profile_and_llm(index: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     """The profile a command answers with (an explicit --collection wins) and the built LLM."""
     from rag.llm import build_llm
-    from rag.profiles import get_profile
+    from rag.profiles import active_profile
 
     settings = index.settings
-    profile = get_profile(settings.profiles_dir, args.profile or settings.profile)
+    profile = active_profile(settings, args.profile)
     if args.collection:
         profile = profile.model_copy(update={"collection": args.collection})
     return profile, build_llm(settings)
@@ -312,7 +309,7 @@ def _profile_and_llm(index: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 
 def cmd_remove(index: Any, args: argparse.Namespace) -> int:
     for name in index.remove(args.file):
-        print(f"removed {name} from collection {index.settings.collection!r}")
+        print(f"removed {name} from collection {index.default_collection!r}")
     return EXIT_OK
 
 

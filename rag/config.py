@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.errors import ConfigError
 
 # Chroma's own rule for collection names, checked here so the user gets our message, not Chroma's.
 COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,61})[a-zA-Z0-9]$")
@@ -18,7 +20,12 @@ DEFAULT_EMBED_MODEL = "bundled:all-MiniLM-L6-v2"
 
 
 class Settings(BaseSettings):
-    """All settings; defaults work with nothing set. Field `x` is env var `RAG_X`."""
+    """All settings; defaults work with nothing set. Field `x` is env var `RAG_X` (see `env_names`).
+
+    A setting that overrides a profile's value (`collection`, `top_k`) is None while unset, so the
+    profile's value can apply: an env var the user set wins over the profile, the profile over the
+    built-in default (applied in one place, rag.profiles.active_profiles).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="RAG_",
@@ -31,7 +38,9 @@ class Settings(BaseSettings):
     # Where things live.
     storage_dir: Path = Path("storage")
     data_dir: Path = Path("data")
-    collection: str = "default"
+    # The default collection: where the start-up sync puts data/, what `rag` commands use without
+    # --collection, and what the default profile (RAG_PROFILE) answers from. Unset: that profile's.
+    collection: str | None = None
 
     # Chunking. Sizes are in tokens of the splitter's tokenizer; MiniLM reads at most 256 word pieces,
     # so chunks much larger than that would be cut off when embedded.
@@ -60,11 +69,17 @@ class Settings(BaseSettings):
     upload_max_mb: float = Field(default=20.0, gt=0)
     upload_max_files: int = Field(default=5, ge=1, le=50)
     lock_wait_s: float = Field(default=600.0, ge=0, description="app waits this long to write")
+    # Answers at once: how many run together (the embedded model answers one at a time anyway)
+    # and how many more may wait their turn; beyond that a question is told the server is busy
+    # (HTTP 429 with Retry-After on the API).
+    answer_workers: int = Field(default=1, ge=1, le=64)
+    answer_queue: int = Field(default=16, ge=0, le=1000)
     # Optional login for the chat: "alice:secret,bob:$2b$12$..." (plain or bcrypt). Empty = no login.
     auth_users: str = Field(default="", repr=False)
 
     # Retrieval: "hybrid" fuses vector and BM25 keyword search; "vector" or "bm25" use one alone.
-    top_k: int = Field(default=5, ge=1, le=100)
+    # top_k, set, is every profile's top_k (same limits as a profile's); unset, each profile's own.
+    top_k: int | None = Field(default=None, ge=1, le=50)
     retrieval: Literal["hybrid", "vector", "bm25"] = "hybrid"
 
     # LLM backends.
@@ -74,7 +89,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("OLLAMA_BASE_URL", "RAG_OLLAMA_BASE_URL"),
     )
     ollama_model: str = "llama3.2"
-    ollama_timeout_s: float = Field(default=120.0, gt=0)
+    # One request timeout for every remote backend (Ollama, OpenAI-compatible, Bedrock) and the
+    # Ollama embedder; RAG_OLLAMA_TIMEOUT_S is its old name, read when RAG_LLM_TIMEOUT_S is unset.
+    llm_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        validation_alias=AliasChoices("RAG_LLM_TIMEOUT_S", "RAG_OLLAMA_TIMEOUT_S"),
+    )
     openai_base_url: str = "http://localhost:1234/v1"
     openai_model: str = "local-model"
     openai_api_key: str = Field(
@@ -90,10 +111,22 @@ class Settings(BaseSettings):
     profile: str = "general"
     profiles_dir: Path = Path("profiles")
 
+    # Where scripts/run.sh serves the chat (the app itself never listens on them; the container
+    # listens on 0.0.0.0:8000 and compose publishes it on RAG_HOST:RAG_PORT).
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("collection", "top_k", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes an unset optional setting as "" (RAG_TOP_K: ${RAG_TOP_K:-}).
+        return None if value == "" else value
+
     @field_validator("collection")
     @classmethod
-    def _valid_collection(cls, name: str) -> str:
-        validate_collection_name(name)
+    def _valid_collection(cls, name: str | None) -> str | None:
+        if name is not None:
+            validate_collection_name(name)
         return name
 
     @cached_property
@@ -133,6 +166,35 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+def env_names(field: str) -> tuple[str, ...]:
+    """The env vars that set Settings field `field`, in the order they are looked up."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    if isinstance(alias, str):
+        return (alias,)
+    return (f"{Settings.model_config.get('env_prefix', '')}{field}".upper(),)
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Settings from env and `.env`, with explicit overrides (e.g. CLI flags) winning."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from env and `.env`, with explicit overrides (e.g. CLI flags) winning.
+
+    A value that does not parse raises ConfigError naming the env var: every entry point stops.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{_setting_name(str(e['loc'][0])) if e['loc'] else 'settings'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _setting_name(loc: str) -> str:
+    """An error location (a field name or an alias) as the env var(s) that set it."""
+    for field in Settings.model_fields:
+        names = env_names(field)
+        if loc in (field, *names) or loc.upper() in names:
+            return " / ".join(names)
+    return loc

@@ -122,7 +122,7 @@ def _ollama_embedder(settings: Settings, model: str) -> BaseEmbedding:
     return OllamaEmbedding(
         model_name=model,
         base_url=settings.ollama_base_url,
-        request_timeout=settings.ollama_timeout_s,
+        request_timeout=settings.llm_timeout_s,
     )
 
 

@@ -42,3 +42,13 @@ class StorageReadOnly(StoreError):
 
 class BackendError(RagError):
     """An LLM or embedding backend is unreachable, missing a model, or failed."""
+
+
+class Busy(RagError):
+    """Too many answers are running or waiting; the caller may try again after `retry_after` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"the server is busy answering other questions; try again in {retry_after} s"
+        )
+        self.retry_after = retry_after

@@ -25,6 +25,7 @@ from rag.ingest import (
     storage_lock,
 )
 from rag.manifest import Manifest
+from rag.profiles import active_profile
 from rag.retrieve import Retriever, Source
 from rag.store import (
     ChunkStore,
@@ -55,6 +56,11 @@ class Index:
             self.embedder = embedder
 
     @cached_property
+    def default_collection(self) -> str:
+        """The collection used when none is given: RAG_COLLECTION, else the default profile's."""
+        return self.settings.collection or active_profile(self.settings).collection
+
+    @cached_property
     def embedder(self) -> BaseEmbedding:
         return build_embedder(self.settings)
 
@@ -78,7 +84,7 @@ class Index:
 
     def collection(self, name: str | None = None, *, check: bool = True) -> ChunkStore:
         """Open a collection; with `check`, refuse one built by another embedder."""
-        name = name or self.settings.collection
+        name = name or self.default_collection
         try:
             validate_collection_name(name)
         except ValueError as error:
@@ -88,7 +94,7 @@ class Index:
 
     def retriever(self, collection: str | None = None) -> Retriever:
         """One retriever per collection, kept so its keyword index is built once."""
-        name = collection or self.settings.collection
+        name = collection or self.default_collection
         if name not in self._retrievers:
             store = self.collection(name)  # before the model loads: a store that fails, fails fast
             self._retrievers[name] = Retriever(self.embedder, store, self.settings.retrieval)
@@ -104,7 +110,7 @@ class Index:
 
         `fresh` empties the collection first (its files stay in the manifest, marked unindexed).
         """
-        name = collection or self.settings.collection
+        name = collection or self.default_collection
         with self.storage_faults(), storage_lock(self.settings.storage_dir, wait_s=wait_s):
             if not self.settings.chroma_host:
                 ensure_room(self.settings.storage_dir)  # before recovery, which writes too
@@ -166,7 +172,7 @@ class Index:
 
     def remove(self, file: str, collection: str | None = None) -> list[str]:
         """Drop one file's chunks, by the name shown in results or by its path; returns names removed."""
-        name = collection or self.settings.collection
+        name = collection or self.default_collection
         path = Path(file)
         candidates = {document_id(path.resolve().parent, path.name)} if path.exists() else set()
         matches = [
@@ -181,6 +187,15 @@ class Index:
             for record in matches:
                 remove_file(store, self.manifest, record.doc_id)
         return [record.file for record in matches]
+
+    def remove_document(self, doc_id: str, collection: str | None = None) -> None:
+        """Drop one document's chunks by its id (other files of the same name stay)."""
+        name = collection or self.default_collection
+        with (
+            self.storage_faults(),
+            storage_lock(self.settings.storage_dir, wait_s=self.settings.lock_wait_s),
+        ):
+            remove_file(self.collection(name, check=False), self.manifest, doc_id)
 
     # --- reading ------------------------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ def build_llm(settings: Settings) -> LLM:
     if choice == "auto":
         base = settings.ollama_base_url
         try:
-            pulled = ollama_models(base, min(AUTO_HEALTH_TIMEOUT_S, settings.ollama_timeout_s))
+            pulled = ollama_models(base, min(AUTO_HEALTH_TIMEOUT_S, settings.llm_timeout_s))
         except BackendError as exc:
             logger.info("auto LLM: no Ollama, using the embedded model (%s)", exc)
             return build_embedded(settings)
@@ -130,7 +130,7 @@ def as_backend_error(exc: BaseException, llm: LLM) -> RagError:
         "ConnectTimeoutError",
     ):
         return BackendError(
-            f"{what}{where} did not answer in time; try again or raise RAG_OLLAMA_TIMEOUT_S"
+            f"{what}{where} did not answer in time; try again or raise RAG_LLM_TIMEOUT_S"
         )
     if isinstance(exc, httpx.TransportError | ConnectionError) or type(exc).__name__ in (
         "APIConnectionError",
@@ -210,7 +210,7 @@ def build_ollama(settings: Settings) -> LLM:
     check_ollama(
         settings.ollama_base_url,
         settings.ollama_model,
-        timeout=min(HEALTH_TIMEOUT_S, settings.ollama_timeout_s),
+        timeout=min(HEALTH_TIMEOUT_S, settings.llm_timeout_s),
     )
     return _ollama(settings)
 
@@ -221,7 +221,7 @@ def _ollama(settings: Settings) -> LLM:
     return Ollama(
         model=settings.ollama_model,
         base_url=settings.ollama_base_url.rstrip("/"),
-        request_timeout=settings.ollama_timeout_s,
+        request_timeout=settings.llm_timeout_s,
         temperature=settings.temperature,
         # Given, so the client does not ask /api/show for it on every metadata read.
         context_window=settings.context_window,
@@ -275,7 +275,7 @@ def build_openai(settings: Settings) -> LLM:
         settings.openai_base_url,
         settings.openai_model,
         settings.openai_api_key,
-        timeout=min(HEALTH_TIMEOUT_S, settings.ollama_timeout_s),
+        timeout=min(HEALTH_TIMEOUT_S, settings.llm_timeout_s),
     )
     from llama_index.llms.openai_like import OpenAILike
 
@@ -288,7 +288,7 @@ def build_openai(settings: Settings) -> LLM:
         max_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
         # The LLM request timeout is one setting for every backend.
-        timeout=settings.ollama_timeout_s,
+        timeout=settings.llm_timeout_s,
         max_retries=1,
     )
 
@@ -312,7 +312,7 @@ def build_bedrock(settings: Settings) -> LLM:
             region_name=settings.bedrock_region,
             temperature=settings.temperature,
             max_tokens=settings.max_new_tokens,
-            timeout=settings.ollama_timeout_s,
+            timeout=settings.llm_timeout_s,
             max_retries=2,
         )
     except ImportError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from rag.config import validate_collection_name
+from rag.config import Settings, validate_collection_name
 from rag.errors import ConfigError
 
 
@@ -65,9 +65,42 @@ def load_profiles(folder: Path) -> dict[str, Profile]:
 
 
 def get_profile(folder: Path, name: str) -> Profile:
-    profiles = load_profiles(folder)
+    """One profile as its file says (no settings applied; see `active_profile` for that)."""
+    return _pick(load_profiles(folder), name, folder)
+
+
+def active_profiles(settings: Settings) -> dict[str, Profile]:
+    """The profiles as chat, API and `rag` use them: an env var the user set wins over the profile.
+
+    RAG_TOP_K, set, is every profile's top_k. RAG_COLLECTION, set, is the default profile's
+    (RAG_PROFILE's) collection only, so that profile answers from where data/ is synced; other
+    profiles keep the collection they name, or they would all answer from the same documents.
+    A broken profile, or a RAG_PROFILE that names none, raises ConfigError (start-up stops).
+    """
+    profiles = load_profiles(settings.profiles_dir)
+    _pick(profiles, settings.profile, settings.profiles_dir, "RAG_PROFILE")
+    active: dict[str, Profile] = {}
+    for name, profile in profiles.items():
+        updates: dict[str, object] = {}
+        if settings.top_k is not None:
+            updates["top_k"] = settings.top_k
+        if settings.collection is not None and name == settings.profile:
+            updates["collection"] = settings.collection
+        active[name] = profile.model_copy(update=updates) if updates else profile
+    return active
+
+
+def active_profile(settings: Settings, name: str | None = None) -> Profile:
+    """Profile `name` (default: RAG_PROFILE's) with the settings applied, as `active_profiles`."""
+    return _pick(active_profiles(settings), name or settings.profile, settings.profiles_dir)
+
+
+def _pick(profiles: dict[str, Profile], name: str, folder: Path, setting: str = "") -> Profile:
     if name not in profiles:
-        raise ConfigError(f"no profile {name!r} in {folder}; available: {', '.join(profiles)}")
+        named = f" ({setting})" if setting else ""
+        raise ConfigError(
+            f"no profile {name!r}{named} in {folder}; available: {', '.join(profiles)}"
+        )
     return profiles[name]
 
 

@@ -35,7 +35,11 @@ def install_routes(app: Any, health: Callable[[], dict[str, Any]], may_see: Requ
 
         if not await may_see(request):
             return JSONResponse({"status": "ok"})
-        return JSONResponse(await asyncio.to_thread(health))
+        try:
+            return JSONResponse(await asyncio.to_thread(health))
+        except Exception as error:  # liveness must answer: the process is up, say what broke
+            logger.exception("/healthz details failed")
+            return JSONResponse({"status": "ok", "error": f"{type(error).__name__}: {error}"})
 
     app.router.routes[:] = [
         route for route in app.router.routes if getattr(route, "path", None) not in FRAMEWORK_ROUTES
@@ -231,20 +235,24 @@ class LocalFileStore:
     async def close(self) -> None:
         return None
 
-    def install(self, app: Any, may_read: Callable[[Any, str], Awaitable[bool]]) -> None:
-        """Serve stored elements, ahead of the UI's catch-all route, to whom `may_read(request,
-        key)` allows (keys start with the owner's user id). Others get the same 404 as for a key
-        that does not exist, so ids cannot be probed."""
+    def install(self, app: Any, may_read: Callable[[Any, str], Awaitable[int]]) -> None:
+        """Serve stored elements, ahead of the UI's catch-all route. `may_read(request, key)`
+        answers with a status: 200 (the reader owns the element), 401 (no login), or 404 (a login
+        that does not own it: the same answer as for a key that does not exist, so ids of other
+        users cannot be probed)."""
         from starlette.responses import FileResponse, Response
         from starlette.routing import Route
 
         async def serve(request: Any) -> Response:
             key = request.path_params["key"]
+            status = await may_read(request, key)
+            if status != 200:
+                return Response(status_code=status)
             try:
                 path = self.path(key)
             except ValueError:
                 return Response(status_code=404)
-            if not path.is_file() or not await may_read(request, key):
+            if not path.is_file():
                 return Response(status_code=404)
             return FileResponse(path)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install the exact versions in requirements.lock (skipped when nothing changed).
+# PYTHON: the interpreter .venv is made with (default python3.11, else python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -290,7 +290,7 @@ def slow_server(settings, embedder, slow_ollama: FakeOllama, guide: Path) -> Ite
 
 
 def answer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "rag-api-answer"]
+    return [t for t in threading.enumerate() if t.name == "rag-answer"]
 
 
 def test_generation_never_blocks_the_event_loop(slow_server: str) -> None:
@@ -344,7 +344,64 @@ def test_a_client_that_leaves_stops_the_generation(slow_server: str) -> None:
     assert not answer_threads()
 
 
+def test_a_question_beyond_the_queue_is_told_to_come_back_with_a_429(
+    settings, embedder, slow_ollama: FakeOllama, guide: Path
+) -> None:  # type: ignore[no-untyped-def]
+    service = sync(
+        make_service(
+            settings,
+            embedder,
+            llm="ollama",
+            ollama_base_url=slow_ollama.url,
+            answer_workers=1,
+            answer_queue=0,
+        )
+    )
+    body = {
+        "model": "general",
+        "stream": True,
+        "messages": [{"role": "user", "content": "When does the lighthouse open?"}],
+    }
+    try:
+        with (
+            serve(service) as url,
+            httpx.Client(timeout=30) as http,
+            http.stream("POST", f"{url}/v1/chat/completions", json=body) as first,
+        ):
+            assert next(first.iter_lines()).startswith("data: ")  # it holds the only place
+            refused = http.post(f"{url}/v1/chat/completions", json={**body, "stream": False})
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "busy"
+            assert int(refused.headers["retry-after"]) >= 1
+    finally:
+        service.index.close()
+
+
 # --- documents -----------------------------------------------------------------------------------
+
+
+def test_an_uploaded_document_belongs_to_its_uploader(service: ChatService) -> None:
+    alice, bob = ("alice", "secret"), ("bob", "hunter2")
+    with serve(service, UserStore({"alice": "secret", "bob": "hunter2"})) as url:
+        added = upload(url, "notes.txt", b"The harbour gate code is ZX-4417.", auth=alice)
+        assert added.status_code == 200, added.text
+        doc_id = added.json()["id"]
+        taken = upload(url, "notes.txt", b"Bob's notes replace hers.", auth=bob)
+        assert taken.status_code == 409 and taken.json()["error"]["code"] == "name_taken"
+
+        mine = httpx.get(f"{url}/v1/documents", auth=alice).json()["data"]
+        assert [(d["id"], d["file"]) for d in mine] == [(doc_id, "notes.txt")]
+        assert httpx.get(f"{url}/v1/documents", auth=bob).json()["data"] == []
+        assert httpx.delete(f"{url}/v1/documents/{doc_id}", auth=bob).status_code == 404
+
+        again = upload(url, "notes.txt", b"The harbour gate code is QP-1020.", auth=alice)
+        assert again.status_code == 200 and again.json()["id"] == doc_id  # her new version
+        deleted = httpx.delete(f"{url}/v1/documents/{doc_id}", auth=alice)
+        assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+        assert httpx.get(f"{url}/v1/documents", auth=alice).json()["data"] == []
+        hits = service.index.search("harbour gate code", 5)
+        assert not any(hit.file == "notes.txt" for hit in hits)
+        assert upload(url, "notes.txt", b"Bob's notes now.", auth=bob).status_code == 200
 
 
 def test_an_uploaded_document_is_cited(server: str, service: ChatService) -> None:
@@ -367,10 +424,9 @@ def test_an_uploaded_document_is_cited(server: str, service: ChatService) -> Non
     completion = client(server).chat.completions.create(model="general", messages=question)
     texts = [s["text"] for s in (completion.model_extra or {})["sources"]]
     assert any("QK-9001" in text for text in texts) and not any("ZX-4417" in t for t in texts)
-    stored = [
-        p for p in (service.settings.storage_dir / "uploads" / "api").rglob("*") if p.is_file()
-    ]
-    assert len(stored) == 1 and stored[0].read_bytes().endswith(b"QK-9001.")
+    folder = service.settings.storage_dir / "uploads" / "api"
+    stored = [p for p in folder.rglob("*") if p.is_file() and p.name != "owner"]
+    assert len(stored) == 1 and stored[0].read_bytes().endswith(b"QK-9001.")  # one version kept
 
 
 def test_upload_names_never_become_paths(server: str, service: ChatService) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from fakes import unused_port
 from pdfgen import write_pdf
 
 from rag.auth import UserStore
 from rag.chat import ChatService, safe_name
+from rag.errors import BackendError
 from rag.web import strip_external
 
 
@@ -96,10 +99,36 @@ def test_upload_names_never_become_paths(service: ChatService, tmp_path: Path) -
 
 def test_health_reports_backend_model_and_index(service: ChatService) -> None:
     service.settings = service.settings.model_copy(update={"llm": "embedded"})
+    assert service.health()["backend"] == {"name": "embedded", "ok": None}  # not built yet
+    assert service.llm is not None
     health = service.health()
-    assert health["status"] == "ok" and health["backend"] == "embedded"
-    assert health["model"].startswith("embedded ")
+    assert health["status"] == "ok"
+    assert health["backend"]["ok"] and health["backend"]["model"].startswith("embedded ")
     assert {"sync", "collections"} <= set(health["index"])
+
+
+def test_health_never_probes_a_backend_and_reports_its_failure_as_data(
+    service: ChatService,
+) -> None:
+    down = f"http://127.0.0.1:{unused_port()}"
+    service.settings = service.settings.model_copy(
+        update={"llm": "ollama", "ollama_base_url": down}
+    )
+    assert service.health()["backend"] == {"name": "ollama", "ok": None}  # no network call
+    with pytest.raises(BackendError):
+        service.llm  # noqa: B018 - building it is what fails
+    backend = service.health()["backend"]
+    assert backend["ok"] is False and down in backend["reason"]
+
+
+def test_health_counts_the_indexed_files_without_opening_the_store(
+    service: ChatService, tmp_path: Path
+) -> None:
+    (tmp_path / "note.txt").write_text("The ferry leaves the harbour at noon every day.")
+    assert service.index.ingest([tmp_path / "note.txt"]).ok
+    service.index.__dict__["client"] = None  # any use of the store would fail here
+    collections = service.health()["index"]["collections"]
+    assert collections["default"]["files"] == 1 and collections["default"]["chunks"] >= 1
 
 
 def test_page_rewrite_drops_third_party_resources() -> None:
@@ -124,44 +153,30 @@ def test_password_users() -> None:
     assert not users.check("mallory", "anything")
 
 
-def test_tokens_stream_without_blocking_and_stop_early() -> None:
-    import asyncio
-    import threading
-    import time
+def test_a_sync_that_fails_unexpectedly_says_so_and_is_tried_again(
+    service: ChatService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (service.settings.data_dir / "note.txt").write_text("The ferry leaves the harbour at noon.")
+    real_ingest = service.index.ingest
+    calls: list[int] = []
 
-    from rag.chat import stream_tokens
-    from rag.engine import Answer
+    def flaky_ingest(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("the embedding server hung up")  # not a RagError
+        return real_ingest(*args, **kwargs)
 
-    closed = threading.Event()
-
-    def slow_tokens():  # type: ignore[no-untyped-def]
-        try:
-            for word in ["one ", "two ", "three ", "four "] * 50:
-                time.sleep(0.01)  # a blocking model
-                yield word
-        finally:
-            closed.set()
-
-    async def consume(limit: int) -> tuple[list[str], int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.005)
-
-        beat = asyncio.create_task(ticker())
-        answer = Answer("q", "q", [], "test", slow_tokens())
-        received = []
-        async for token in stream_tokens(answer):
-            received.append(token)
-            if len(received) == limit:
-                break
-        beat.cancel()
-        return received, ticks
-
-    received, ticks = asyncio.run(consume(limit=3))
-    assert received == ["one ", "two ", "three "]
-    assert ticks >= 3  # the event loop kept running while tokens were produced
-    assert closed.wait(5)  # stopping the consumer stopped generation
+    monkeypatch.setattr(service.index, "ingest", flaky_ingest)
+    service.sync_retry_s = (2.0,)
+    service.start_sync()
+    service.wait_for_sync(60)
+    status = service.sync_status
+    assert status.state == "failed" and status.retry_in_s == 2.0
+    assert "internal error: ConnectionError: the embedding server hung up" in status.message
+    assert "trying again in 2 s" in (status.note() or "")
+    for _ in range(600):
+        if status.state == "done":
+            break
+        time.sleep(0.1)
+    assert status.state == "done" and status.report is not None and status.report.ok

@@ -296,7 +296,7 @@ def test_ollama_tag_names(wanted: str, available: str, matches: bool) -> None:
 def test_ollama_stalling_longer_than_the_timeout_fails_instead_of_hanging(tmp_path: Path) -> None:
     with FakeOllama(stall_s=30) as server:
         llm = build_llm(
-            make_settings(tmp_path, llm="ollama", ollama_base_url=server.url, ollama_timeout_s=1.0)
+            make_settings(tmp_path, llm="ollama", ollama_base_url=server.url, llm_timeout_s=1.0)
         )
         started = time.monotonic()
         with pytest.raises(Exception) as caught:

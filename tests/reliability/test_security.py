@@ -62,7 +62,6 @@ PUBLIC_ROUTES = {
     "/{full_path:path}",
     "/healthz",  # answers {"status": "ok"} and nothing more: checked below
 }
-REFUSED = {401, 403, 404, 405, 411, 422}
 
 # Lists the app's HTTP routes as the server builds them: Chainlit's router plus what app.py adds.
 LIST_ROUTES = """
@@ -128,15 +127,46 @@ def app_routes(server: ChatServer) -> list[tuple[str, list[str]]]:
     return [(path, methods) for path, methods in json.loads(result.stdout.splitlines()[-1])]
 
 
-def probe_path(path: str) -> str:
-    """A concrete URL path for a route pattern: every parameter becomes an id nobody owns."""
-    return re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+def probe_path(path: str, real_ids: dict[str, str]) -> str:
+    """A concrete URL path for a route pattern: each parameter becomes a real id of alice's (a
+    route that only 404s on an unknown id would otherwise pass without checking the login)."""
+
+    def real(match: re.Match[str]) -> str:
+        name = match.group(1).split(":")[0]
+        return real_ids.get(name, str(uuid.uuid4()))
+
+    return re.sub(r"\{([^}]+)\}", real, path)
 
 
-def test_with_logins_every_route_refuses_a_request_without_one(login_server: ChatServer) -> None:
+@pytest.fixture(scope="module")
+def alice_ids(login_server: ChatServer, alice_thread: dict[str, Any]) -> dict[str, str]:
+    """Real ids of alice's things, for every route parameter: her thread, its attachment, the
+    stored file behind it, an API document she uploaded."""
+    element = alice_thread["elements"][0]
+    document = httpx.post(
+        f"{login_server.url}/v1/documents",
+        files={"file": ("alice-api.txt", b"Alice's API notes: the boat is blue.")},
+        auth=ALICE,
+        timeout=120,
+    )
+    assert document.status_code == 200, document.text
+    return {
+        "thread_id": alice_thread["id"],
+        "element_id": element["id"],
+        "file_id": element.get("chainlitKey") or element["id"],
+        "key": element["url"].removeprefix("/elements/"),
+        "doc_id": document.json()["id"],
+        "model": "general",
+    }
+
+
+def test_with_logins_every_route_refuses_a_request_without_one(
+    login_server: ChatServer, alice_ids: dict[str, str]
+) -> None:
     routes = app_routes(login_server)
     paths = {path for path, _ in routes}
     assert {"/v1/chat/completions", "/project/threads", "/elements/{key:path}"} <= paths
+    assert "/v1/documents/{doc_id}" in paths
     answered: list[str] = []
     for path, methods in routes:
         if path in PUBLIC_ROUTES:
@@ -144,12 +174,11 @@ def test_with_logins_every_route_refuses_a_request_without_one(login_server: Cha
         for method in methods:
             if method == "HEAD":
                 continue
-            response = httpx.request(
-                method, login_server.url + probe_path(path), timeout=30, content=b"{}"
-            )
-            if response.status_code not in REFUSED:
+            url = login_server.url + probe_path(path, alice_ids)
+            response = httpx.request(method, url, timeout=30, content=b"{}")
+            if response.status_code not in (401, 403):
                 answered.append(f"{method} {path} -> {response.status_code} {response.text[:100]}")
-    assert not answered, "answered without a login:\n" + "\n".join(answered)
+    assert not answered, "not refused for want of a login:\n" + "\n".join(answered)
 
 
 def test_without_a_login_health_says_only_that_the_app_is_up(login_server: ChatServer) -> None:
@@ -363,9 +392,10 @@ def test_another_user_cannot_download_a_saved_attachment(
     alice, bob = login(login_server, ALICE), login(login_server, BOB)
     for url in urls:
         assert httpx.get(login_server.url + url, headers={"Cookie": alice}, timeout=30).is_success
-        for cookie in (bob, ""):
+        # Bob hears what he would for a key that does not exist; no login at all is a 401.
+        for cookie, status in ((bob, 404), ("", 401)):
             response = httpx.get(login_server.url + url, headers={"Cookie": cookie}, timeout=30)
-            assert response.status_code == 404, url
+            assert response.status_code == status, url
             assert ALICE_CODE not in response.text
 
 

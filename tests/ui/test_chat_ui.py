@@ -374,8 +374,8 @@ def test_healthz_reports_backend_model_and_index(docs_server: ChatServer) -> Non
     assert response.headers["content-type"].startswith("application/json")
     health = response.json()
     assert health["status"] == "ok"
-    assert health["backend"] == "embedded"
-    assert "SmolLM2" in health["model"]
+    assert health["backend"]["name"] == "embedded" and health["backend"]["ok"]
+    assert "SmolLM2" in health["backend"]["model"]
     sync = health["index"]["sync"]
     assert sync["state"] == "done"
     assert (sync["files_total"], sync["files_done"], sync["failed"]) == (1, 1, [])
