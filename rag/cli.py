@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import ConfigError, RagError
+from rag.logs import internal_error_line, log_to_file
+
+logger = logging.getLogger("rag.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -110,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         from rag.index import Index
 
+        log_to_file(settings.storage_dir)
         index = Index(settings)
         try:
             return COMMANDS[args.command](index, args)
@@ -124,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rag: interrupted; the next run completes what was left", file=sys.stderr)
         return 130
+    except Exception as error:  # one line for the person, the traceback for the log file
+        logger.exception("rag %s failed", args.command)
+        print(f"rag: {internal_error_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _settings(args: argparse.Namespace) -> Any:
