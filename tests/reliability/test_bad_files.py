@@ -17,7 +17,7 @@ import httpx
 import pytest
 from chat_server import Browser, ChatServer
 from fakes.ollama_server import FakeOllama
-from pdfgen import write_pdf
+from pdfgen import write_pdf, write_slow_pdf
 from rag_cli import CLI_TIMEOUT_S, cli_env, inspect_storage, rag_command, run_script
 from test_api import make_service, serve, sync, upload
 from ui.test_chat_ui import Chat, assert_cites
@@ -27,8 +27,9 @@ from rag.errors import FileRefused
 from rag.loaders import load_bytes
 from rag.parsing import ParseWorker
 
-# Long enough for every readable bad PDF (about 1 s each here) even on a busy machine, well below
-# the 7-25 s the slow one needs (it depends on the machine).
+# The parse limit of these tests: 10x what the bad PDFs that must be refused take (0.3 s at most,
+# the parse worker's start-up included); the damaged-but-readable ones may take longer on a busy
+# machine and be stopped instead, which is also a clear outcome (TIME_LIMIT below).
 PARSE_TIMEOUT_S = 4
 # Chunks of 1024 tokens: the embedder reads 256 of each anyway, and 4x fewer chunks to embed keeps
 # these tests quick on 2 cores; what they check does not depend on the chunk size.
@@ -45,7 +46,10 @@ OUTCOMES: dict[str, str | None] = {
     "encrypted-owner-restricted-no-text-access.pdf": INDEXED,  # no user password: opens fine
     "encrypted-user-password.pdf": "needs a password",
     "fuzz-garbage-23-bytes.pdf": "not a PDF",
-    "govdocs-429-pages-slow-repair.pdf": f"longer than {PARSE_TIMEOUT_S} s",
+    # Readable in 7.5 s here, 25 s on a slower machine: stopped by the limit on every machine
+    # measured, but a faster one may read it (indexed, with a warning); either is clear. The time
+    # limit itself is checked, through every door, with SLOW_PDF.
+    "govdocs-429-pages-slow-repair.pdf": INDEXED,
     "govdocs-damaged-content-streams.pdf": INDEXED,
     "govdocs-stream-length-limit.pdf": INDEXED,
     "image-only-photo.pdf": "no extractable text",
@@ -55,7 +59,11 @@ OUTCOMES: dict[str, str | None] = {
     "truncated-premature-eof.pdf": "the PDF is damaged",
     "zero-pages.pdf": "the PDF has no pages",
 }
-REFUSED = {name for name, reason in OUTCOMES.items() if reason is not INDEXED}
+# A valid PDF generated to read slowly (pdfgen.write_slow_pdf: 1.4 s a page here, 84 s in all):
+# 20x the limit, so it is stopped whatever the machine.
+SLOW_PDF = "slow.pdf"
+EXPECTED = OUTCOMES | {SLOW_PDF: f"parsing took longer than {PARSE_TIMEOUT_S} s"}
+REFUSED = {name for name, reason in EXPECTED.items() if reason is not INDEXED}
 # On a machine busy with other work a readable-but-damaged PDF may need longer than the time limit:
 # then it is stopped with that reason instead, which is also a clear outcome.
 TIME_LIMIT = "parsing took longer than"
@@ -74,10 +82,15 @@ def bad_files(corpus: Path) -> list[Path]:
     return files
 
 
+def slow_pdf(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_slow_pdf(folder / SLOW_PDF)
+
+
 def assert_clear_reason(name: str, message: str) -> None:
     """One line naming the file, with the reason expected for it, and no traceback."""
     assert name in message and "\n" not in message.strip(), message
-    expected = OUTCOMES[name] or TIME_LIMIT
+    expected = EXPECTED[name] or TIME_LIMIT
     assert expected in message, f"{name}: expected {expected!r} in {message!r}"
     assert "Traceback" not in message
 
@@ -156,7 +169,7 @@ def test_cli_gives_each_bad_file_a_reason_and_keeps_the_index(tmp_path: Path, co
     disguised = tmp_path / "disguised" / "notes.txt"  # a PNG image by its content
     disguised.parent.mkdir()
     disguised.write_bytes(PNG)
-    result = rag("ingest", corpus / "pdfs" / "bad", disguised)
+    result = rag("ingest", corpus / "pdfs" / "bad", disguised, slow_pdf(tmp_path / "generated"))
 
     assert result.returncode == 1, result.stderr  # some refused, the rest indexed: not a crash
     assert "Traceback" not in result.stderr
@@ -165,7 +178,7 @@ def test_cli_gives_each_bad_file_a_reason_and_keeps_the_index(tmp_path: Path, co
         for line in result.stderr.splitlines()
         if line.startswith("failed: ")
     }
-    assert REFUSED | {"notes.txt"} <= set(failed) <= set(OUTCOMES) | {"notes.txt"}, result.stderr
+    assert REFUSED | {"notes.txt"} <= set(failed) <= set(EXPECTED) | {"notes.txt"}, result.stderr
     assert failed.pop("notes.txt").startswith(f"failed: {PNG_AS_TEXT}")
     for name, line in failed.items():
         assert_clear_reason(name, line)
@@ -201,7 +214,7 @@ def test_api_gives_each_bad_file_a_reason_and_keeps_the_index(
     storage = service.settings.storage_dir
     before = inspect_storage(storage, tmp_path)
 
-    for file in bad_files(corpus):
+    for file in [*bad_files(corpus), slow_pdf(tmp_path / "generated")]:
         response = upload(url, file.name, file.read_bytes())
         if response.status_code == 200 and file.name not in REFUSED:
             assert response.json()["indexed"] is True
@@ -223,7 +236,7 @@ def test_api_gives_each_bad_file_a_reason_and_keeps_the_index(
 
 
 def test_chat_gives_each_bad_file_a_reason_and_keeps_answering(
-    browser: Browser, server_home: Path, corpus: Path
+    browser: Browser, server_home: Path, corpus: Path, tmp_path: Path
 ) -> None:
     write_pdf(server_home / "data" / "guide.pdf", GUIDE)
     server = ChatServer(
@@ -244,6 +257,7 @@ def test_chat_gives_each_bad_file_a_reason_and_keeps_answering(
         # A 0-byte upload never reaches the chat: the upload route refuses it with 422 and its
         # reason (test_limits.py::test_the_chat_refuses_an_empty_upload_with_its_reason).
         files = [file for file in bad_files(corpus) if file.stat().st_size > 0]
+        files.append(slow_pdf(tmp_path / "generated"))
         batch_size = 5  # RAG_UPLOAD_MAX_FILES
         for start in range(0, len(files), batch_size):
             batch = files[start : start + batch_size]

@@ -16,17 +16,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from chat_load import GOAL_GROWTH_MB  # noqa: E402 - the bench's goal is this test's bound
+
 CHATS = 20
-# Seconds of soak after start; every chat also answers at least twice (--min-answers), however
-# long that takes, so the test does not depend on the machine's speed. The 300 s soak is the bench.
+# Seconds of soak after start, kept short for CI; every chat also answers at least twice
+# (--min-answers), however long that takes, so the test does not depend on the machine's speed:
+# the 20 first answers queue for the one model, and the run takes about 3 minutes on 2 cores, with
+# some 20 follow-up answers after the warm-up point. The 300 s soak is the bench's
+# (docs/RELIABILITY.md, "Measured").
 DURATION_S = 30
-# Growth of the app's RSS from "every chat has answered once" to the end (all chats closed).
-# Measured here (2 cores, other work running): +15 MB over 28 answers in a 300 s soak of 20 chats
-# (RSS ~1.5 GB); the samples swing by up to ~65 MB around that trend (generation buffers, GC), and
-# the first follow-ups load code paths (condensing, memory) that the first answers did not. 250 MB
-# leaves room for all of that; a leak of a few MB per answer (a kept KV cache, an engine per
-# session that is never freed) passes it within the 20+ follow-up answers of this test.
-MAX_GROWTH_MB = 250.0
 
 
 @pytest.mark.slow
@@ -66,4 +65,9 @@ def test_twenty_concurrent_chats_stay_correct_and_flat(models_cache: Path, tmp_p
 
     assert report["rss_warm_mb"] is not None, "the RSS was not sampled once every chat answered"
     assert report["answered_after_warm"] > 0
-    assert report["growth_mb"] <= MAX_GROWTH_MB, report["rss_samples"]
+    # RSS growth from "every chat has answered once" to the end (all chats closed) stays under the
+    # bench's goal, GOAL_GROWTH_MB (150 MB): the 300 s soak grew +15 to +22 MB, its samples swinging
+    # ~65 MB around that trend (generation buffers, GC, the first follow-ups loading the condensing
+    # code), so the bound is over twice the worst swing; a leak of ~10 MB per answer or more (a kept
+    # KV cache, an engine per session never freed) fails it within this test's ~20 follow-ups.
+    assert report["growth_mb"] <= GOAL_GROWTH_MB, report["rss_samples"]

@@ -3,18 +3,22 @@
 Each test puts storage/ on its own real tmpfs (root with CAP_SYS_ADMIN, as on CI), seeded with a copy
 of one index built once for the module. The disk is filled by a real file written until ENOSPC and
 made read-only by a real remount; the real CLI runs in subprocesses, the chat service in-process.
+
+Skipped only when a tmpfs cannot be mounted and CI is not set; under CI that fails the run (as a
+missing podman fails the container tests), so CI never passes without these tests having run.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from pdfgen import write_pdf
@@ -31,19 +35,32 @@ def run_mount(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
+def cannot_run_here(reason: str) -> NoReturn:
+    """Skip on a developer's machine; fail under CI, which must run these tests."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI must run the storage-fault tests (root with CAP_SYS_ADMIN)")
+    pytest.skip(f"{reason}: storage-fault tests need root with CAP_SYS_ADMIN, as on CI")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tmpfs_mounts(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Mount and unmount a tiny tmpfs once, before the module's seed index is built for nothing."""
+    if shutil.which("mount") is None:
+        cannot_run_here("no `mount` command")
+    probe = tmp_path_factory.mktemp("tmpfs-probe")
+    mounted = run_mount("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe))
+    if mounted.returncode != 0:
+        cannot_run_here(f"cannot mount a tmpfs ({mounted.stderr.strip()})")
+    run_mount("umount", str(probe))
+
+
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """An empty tmpfs of DISK_MB at tmp_path/storage, unmounted after the test."""
     mountpoint = tmp_path / "storage"
     mountpoint.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no `mount` command: storage faults need a real small disk")
     mounted = run_mount("mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mountpoint))
-    if mounted.returncode != 0:
-        pytest.skip(
-            f"cannot mount a tmpfs ({mounted.stderr.strip()}): storage-fault tests need root with "
-            "CAP_SYS_ADMIN, as on CI"
-        )
+    assert mounted.returncode == 0, f"cannot mount a tmpfs: {mounted.stderr}"
     yield mountpoint
     # Lazy: an in-process Chroma may still hold files open; the mount goes once they close.
     run_mount("umount", "-l", str(mountpoint))
