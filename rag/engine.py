@@ -18,7 +18,7 @@ from rag.index import Index
 from rag.llm import as_backend_error, describe_llm
 from rag.loaders import document_title
 from rag.profiles import Profile
-from rag.retrieve import Source
+from rag.retrieve import Retriever, Source
 from rag.text import content_stems
 from rag.verify import CITATION, Verifier, facts, sentences
 
@@ -210,7 +210,8 @@ class ChatEngine:
         its names first, then its rarest words (fewer than the follow-up's own, which matter more).
         """
         known = content_stems(question)
-        idf = self.index.retriever(self.profile.collection).keyword_index().idf
+        with self.index.reading(self.profile.collection) as retriever:
+            idf = retriever.keyword_index().idf
         terms = [t for t in question_terms(earlier, idf) if t.stem not in known]
         terms.sort(key=lambda t: (not t.proper, -t.weight))
         chosen = {t.position for t in terms[:FOLLOW_UP_TERMS]}
@@ -222,7 +223,10 @@ class ChatEngine:
 
     def find_evidence(self, question: str) -> Findings:
         """Retrieve chunks, then select the lines and sentences that answer (or say none does)."""
-        retriever = self.index.retriever(self.profile.collection)
+        with self.index.reading(self.profile.collection) as retriever:
+            return self._select(question, retriever)
+
+    def _select(self, question: str, retriever: Retriever) -> Findings:
         keywords = retriever.keyword_index()
         depth = max(self.top_k, MIN_CANDIDATE_CHUNKS)
         hits = retriever.retrieve(question, depth, self.where)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from rag.config import Settings, validate_collection_name
 from rag.embeddings import build_embedder, embedder_dimension
-from rag.errors import ConfigError, RagError
+from rag.errors import ConfigError, RagError, StorageLocked
 from rag.ingest import (
     Indexer,
     IngestReport,
@@ -28,6 +30,7 @@ from rag.manifest import Manifest
 from rag.profiles import active_profile
 from rag.retrieve import Retriever, Source
 from rag.store import (
+    THIS_PROCESS,
     ChunkStore,
     chroma_client,
     delete_collection,
@@ -35,6 +38,32 @@ from rag.store import (
     list_collections,
     storage_faults,
 )
+
+logger = logging.getLogger(__name__)
+
+
+class _Readers:
+    """Counts the searches running in this process, so the store is reopened only between them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+
+    @contextmanager
+    def alone(self) -> Iterator[bool]:
+        """Whether no search is running; while True, new searches wait until this ends."""
+        with self._changed:
+            yield self._count == 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +81,10 @@ class Index:
         """`embedder` lets several indexes share one loaded model (tests, the app's chats)."""
         self.settings = settings
         self._retrievers: dict[str, Retriever] = {}
+        # What this process last saw of each collection (id, revision, writer): a change by
+        # another process (the CLI beside the app) means the embedded store must be reopened.
+        self._seen: dict[str, tuple[str, object, object]] = {}
+        self._readers = _Readers()
         if embedder is not None:
             self.embedder = embedder
 
@@ -93,12 +126,57 @@ class Index:
         return ChunkStore.open(self.client, name, embedder, self.dimension)
 
     def retriever(self, collection: str | None = None) -> Retriever:
-        """One retriever per collection, kept so its keyword index is built once."""
+        """One retriever per collection, kept so its keyword index is built once. For searches
+        that must see what other processes wrote, use `reading`."""
         name = collection or self.default_collection
         if name not in self._retrievers:
             store = self.collection(name)  # before the model loads: a store that fails, fails fast
             self._retrievers[name] = Retriever(self.embedder, store, self.settings.retrieval)
+            self._seen.setdefault(name, store.state())
         return self._retrievers[name]
+
+    @contextmanager
+    def reading(self, collection: str | None = None) -> Iterator[Retriever]:
+        """The collection's retriever for one search, current with what any process wrote.
+
+        An embedded Chroma keeps each collection's vector index in memory and never sees another
+        process's writes (a known Chroma limit), nor a collection another process deleted and
+        built anew (`rag ingest --rebuild` beside the app). When the collection changed under
+        another writer, the store is reopened first: when no search is running and no write is
+        under way here; otherwise the next search does it.
+        """
+        name = collection or self.default_collection
+        self._follow_other_writers(name)
+        with self._readers.reading():
+            yield self.retriever(name)
+
+    def _follow_other_writers(self, name: str) -> None:
+        seen = self._seen.get(name)
+        if seen is None or self.settings.chroma_host:  # a server sees every client's writes
+            return
+        with self.storage_faults():
+            state = self.collection(name, check=False).state()
+        if state == seen:
+            return
+        if state[0] == seen[0] and state[2] == THIS_PROCESS:  # our own write
+            self._seen[name] = state
+            return
+        try:
+            with storage_lock(self.settings.storage_dir), self._readers.alone() as alone:
+                if alone:
+                    logger.info("collection %r changed in another process: reopening", name)
+                    self._reopen()
+                    self._seen[name] = self.collection(name, check=False).state()
+        except StorageLocked:
+            return  # a write is under way; the next search looks again
+
+    def _reopen(self) -> None:
+        """Drop the store client and what was read through it; the next use opens it afresh."""
+        self._retrievers.clear()
+        client = self.__dict__.pop("client", None)
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
 
     # --- writing ------------------------------------------------------------------------------------
 
@@ -122,6 +200,7 @@ class Index:
             indexer = Indexer(self.settings, self.embedder, store, self.manifest)
             indexer.recover()
             yield indexer
+            self._seen[name] = store.state()  # what this process wrote is no news to its readers
 
     def ingest(
         self,
@@ -200,8 +279,8 @@ class Index:
     # --- reading ------------------------------------------------------------------------------------
 
     def search(self, query: str, top_k: int, collection: str | None = None) -> list[Source]:
-        with self.storage_faults():
-            return self.retriever(collection).search(query, top_k)
+        with self.storage_faults(), self.reading(collection) as retriever:
+            return retriever.search(query, top_k)
 
     def status(self) -> list[CollectionStatus]:
         with self.storage_faults():

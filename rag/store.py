@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import socket
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +20,11 @@ from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag.config import Settings
 from rag.errors import EmbedderMismatch, RagError, StorageFull, StorageReadOnly, StoreError
+
+logger = logging.getLogger(__name__)
+
+# Who wrote a collection last: this process, or another one (the CLI beside the running app).
+THIS_PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 # Chroma reads this at import time; set it before anything imports chromadb.
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -253,17 +260,41 @@ class ChunkStore:
             where={"$and": [{"file_id": doc_id}, {"content_hash": {"$ne": keep_hash}}]}
         )
 
+    def current(self) -> Any:
+        """The collection of this name now. Another process may have replaced it (`rag ingest
+        --rebuild` while the app runs): then this store follows the new one."""
+        from chromadb.errors import NotFoundError
+
+        try:
+            fresh = self.client.get_collection(self.name, embedding_function=None)
+        except NotFoundError:
+            raise StoreError(
+                f"collection {self.name!r} is being rebuilt or was deleted by another process; "
+                "try again in a moment"
+            ) from None
+        if fresh.id != self.collection.id:
+            logger.info("collection %r was replaced by another process: reopened", self.name)
+            self.collection = fresh
+        return fresh
+
     def revision(self) -> object:
         """Changes whenever chunks are written or deleted, by any process (for caches such as BM25)."""
-        fresh = self.client.get_collection(self.name, embedding_function=None)
+        fresh = self.current()
         return (fresh.metadata or {}).get("revision"), fresh.count()
 
     def bump_revision(self) -> None:
-        metadata = dict(
-            self.client.get_collection(self.name, embedding_function=None).metadata or {}
-        )
+        """Mark the collection changed, and by which process (see `Index.reading`)."""
+        fresh = self.current()
+        metadata = dict(fresh.metadata or {})
         metadata["revision"] = uuid.uuid4().hex
-        self.collection.modify(metadata=metadata)
+        metadata["writer"] = THIS_PROCESS
+        fresh.modify(metadata=metadata)
+
+    def state(self) -> tuple[str, object, object]:
+        """(collection id, revision, writing process): what a reader compares to notice changes."""
+        fresh = self.current()
+        metadata = fresh.metadata or {}
+        return str(fresh.id), metadata.get("revision"), metadata.get("writer")
 
     def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """Every chunk's id, text and metadata, in pages (Chroma caps one read)."""
@@ -272,7 +303,7 @@ class ChunkStore:
         metadatas: list[dict[str, Any]] = []
         offset, page = 0, 5000
         while True:
-            result = self.collection.get(
+            result = self.current().get(
                 include=["documents", "metadatas"], limit=page, offset=offset
             )
             ids.extend(result["ids"])
@@ -281,6 +312,32 @@ class ChunkStore:
             if len(result["ids"]) < page:
                 return ids, texts, metadatas
             offset += page
+
+    def chunk_ids(self) -> list[str]:
+        """Every chunk's id, in all_chunks' order: what changed since a cache was filled, cheaply."""
+        collection = self.current()
+        ids: list[str] = []
+        offset, page = 0, 5000
+        while True:
+            batch = collection.get(include=[], limit=page, offset=offset)["ids"]
+            ids.extend(batch)
+            if len(batch) < page:
+                return ids
+            offset += page
+
+    def chunks(self, ids: Sequence[str]) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """The id, text and metadata of those of these chunks that still exist (in no set order)."""
+        collection = self.current()
+        found: tuple[list[str], list[str], list[dict[str, Any]]] = ([], [], [])
+        page = 5000
+        for start in range(0, len(ids), page):
+            result = collection.get(
+                ids=list(ids[start : start + page]), include=["documents", "metadatas"]
+            )
+            found[0].extend(result["ids"])
+            found[1].extend(result["documents"])
+            found[2].extend(_user_metadata(m) for m in result["metadatas"])
+        return found
 
     def chunk_counts(self) -> dict[str, int]:
         """Chunks per doc_id, read from the store itself (for consistency checks)."""
@@ -301,12 +358,17 @@ class ChunkStore:
         """Nearest chunks by cosine similarity (score 1.0 = same direction)."""
         if top_k <= 0:
             return []
-        result = self.collection.query(
-            query_embeddings=[embedding],
-            n_results=top_k,
-            where=where or None,
-            include=["documents", "metadatas", "distances"],
-        )
+        from chromadb.errors import ChromaError
+
+        try:
+            result = self.current().query(
+                query_embeddings=[embedding],
+                n_results=top_k,
+                where=where or None,
+                include=["documents", "metadatas", "distances"],
+            )
+        except ChromaError as error:  # e.g. rebuilt meanwhile with another embedder's dimension
+            raise StoreError(f"collection {self.name!r} cannot be searched: {error}") from error
         hits: list[NodeWithScore] = []
         for text, metadata, distance in zip(
             result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
