@@ -190,7 +190,9 @@ class ThreadStore(SQLAlchemyDataLayer):
             await SQLAlchemyDataLayer.create_step.__wrapped__(self, step_dict)  # type: ignore[attr-defined]
 
 
-element_store = LocalFileStore(settings.storage_dir / "elements")
+element_store = LocalFileStore(
+    settings.storage_dir / "elements", int(settings.elements_max_mb * 2**20)
+)
 element_store.install(server_app, may_read_element)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 
+from rag.bounded import BoundedFolder
 from rag.config import Settings
 from rag.engine import Answer, ChatEngine
 from rag.errors import RagError
@@ -94,6 +95,9 @@ class ChatService:
         self._llm_lock = threading.Lock()
         self._backend_error = ""  # why the last build of the LLM failed, for /healthz
         self.answers = AnswerQueue(settings.answer_workers, settings.answer_queue)
+        self.excerpts = BoundedFolder(
+            settings.storage_dir / "excerpts", int(settings.elements_max_mb * 2**20)
+        )
 
     @cached_property
     def llm(self) -> LLM:
@@ -217,7 +221,11 @@ class ChatService:
             return None
         try:
             return page_excerpt(
-                path, source.page, source.quote or "", self.settings.storage_dir / "excerpts"
+                path,
+                source.page,
+                source.quote or "",
+                self.excerpts.root,
+                lambda made: self.excerpts.added(made.stat().st_size, keep=made),
             )
         except (ValueError, OSError) as error:
             logger.warning("no excerpt of %s, page %s: %s", source.file, source.page, error)

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # (HTTP 429 with Retry-After on the API).
     answer_workers: int = Field(default=1, ge=1, le=64)
     answer_queue: int = Field(default=16, ge=0, le=1000)
+    # What chats show is stored under storage/elements (attachments, cited passages and pages) and
+    # storage/excerpts (the highlighted one-page PDFs of cited pages): each stays under this many
+    # MB, the oldest files going first (an old chat then shows its text, not the file).
+    elements_max_mb: float = Field(default=1000.0, gt=0)
     # Optional login for the chat: "alice:secret,bob:$2b$12$..." (plain or bcrypt). Empty = no login.
     auth_users: str = Field(default="", repr=False)
 

@@ -11,6 +11,7 @@ import re
 import tempfile
 import unicodedata
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,11 @@ class _Run:
     line: int
 
 
-def page_excerpt(pdf: Path, page: int, quote: str, folder: Path) -> Path:
-    """A one-page PDF of `page` (1-based) of `pdf` with `quote` highlighted, cached in `folder`.
+def page_excerpt(
+    pdf: Path, page: int, quote: str, folder: Path, written: Callable[[Path], None] | None = None
+) -> Path:
+    """A one-page PDF of `page` (1-based) of `pdf` with `quote` highlighted, cached in `folder`;
+    `written(path)` hears of each new one (to keep the folder bounded).
 
     Raises ValueError if pypdf cannot read the PDF or it has no such page.
     """
@@ -63,6 +67,8 @@ def page_excerpt(pdf: Path, page: int, quote: str, folder: Path) -> Path:
     except BaseException:
         Path(part).unlink(missing_ok=True)
         raise
+    if written is not None:
+        written(target)
     return target
 
 

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from rag.bounded import BoundedFolder
+
 logger = logging.getLogger(__name__)
 
 # Decides whether a request may see something; the UI layer knows how its users log in.
@@ -201,9 +203,10 @@ class LocalFileStore:
 
     url_prefix = "/elements"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.bound = BoundedFolder(self.root, max_bytes)  # every answer stores its citations
 
     def path(self, key: str) -> Path:
         """The file for a key; keys never escape the folder."""
@@ -222,11 +225,16 @@ class LocalFileStore:
     ) -> dict[str, Any]:
         path = self.path(object_key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        content = data.encode() if isinstance(data, str) else data
+        path.write_bytes(content)
+        self.bound.added(len(content), keep=path)
         return {"object_key": object_key, "url": f"{self.url_prefix}/{object_key}"}
 
     async def delete_file(self, object_key: str) -> bool:
-        self.path(object_key).unlink(missing_ok=True)
+        path = self.path(object_key)
+        if path.is_file():
+            self.bound.removed(path.stat().st_size)
+        path.unlink(missing_ok=True)
         return True
 
     async def get_read_url(self, object_key: str) -> str:

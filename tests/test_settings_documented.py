@@ -58,6 +58,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "auth_users": ("alice:secret", "alice:secret"),
     "answer_workers": ("2", 2),
     "answer_queue": ("0", 0),
+    "elements_max_mb": ("5", 5.0),
     "top_k": ("9", 9),
     "retrieval": ("bm25", "bm25"),
     "llm": ("embedded", "embedded"),
@@ -280,8 +281,9 @@ def test_chat_and_api_use_the_setting_over_the_profile(
     assert synced == [default[0]] == [service.index.default_collection]
 
 
-class Asked(Exception):
-    """Stops `rag ask` once the engine is built: no model runs."""
+class Asked(BaseException):
+    """Stops `rag ask` once the engine is built: no model runs (a BaseException, so the CLI's
+    one-line handler of unexpected errors lets it through to the test)."""
 
 
 @pytest.mark.parametrize(("env", "default", "menus"), PRECEDENCE)
