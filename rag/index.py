@@ -81,6 +81,7 @@ class Index:
         """`embedder` lets several indexes share one loaded model (tests, the app's chats)."""
         self.settings = settings
         self._retrievers: dict[str, Retriever] = {}
+        self._closed_retrievers: dict[str, Retriever] = {}  # over a store since reopened
         # What this process last saw of each collection (id, revision, writer): a change by
         # another process (the CLI beside the app) means the embedded store must be reopened.
         self._seen: dict[str, tuple[str, object, object]] = {}
@@ -131,7 +132,12 @@ class Index:
         name = collection or self.default_collection
         if name not in self._retrievers:
             store = self.collection(name)  # before the model loads: a store that fails, fails fast
-            self._retrievers[name] = Retriever(self.embedder, store, self.settings.retrieval)
+            before = self._closed_retrievers.pop(name, None)
+            self._retrievers[name] = (
+                before.on(store)
+                if before
+                else Retriever(self.embedder, store, self.settings.retrieval)
+            )
             self._seen.setdefault(name, store.state())
         return self._retrievers[name]
 
@@ -171,7 +177,9 @@ class Index:
             return  # a write is under way; the next search looks again
 
     def _reopen(self) -> None:
-        """Drop the store client and what was read through it; the next use opens it afresh."""
+        """Drop the store client; the next use opens it afresh (retrievers keep their keyword
+        indexes, brought up to date by what changed)."""
+        self._closed_retrievers.update(self._retrievers)
         self._retrievers.clear()
         client = self.__dict__.pop("client", None)
         close = getattr(client, "close", None)

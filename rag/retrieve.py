@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -73,38 +75,113 @@ def to_source(hit: NodeWithScore) -> Source:
 # --- keyword search -----------------------------------------------------------------------------------
 
 
+# Chunks as the store reads them: ids, texts, metadatas.
+Rows = tuple[list[str], list[str], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class KeywordChunk:
+    """One chunk as the keyword index keeps it: tokenized once, then reused by every later index."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    file: str
+    tokens: tuple[str, ...]  # what BM25 indexes
+    head: frozenset[str] | None  # the words at the start of a file's first chunk; None for others
+
+    @classmethod
+    def read(cls, chunk_id: str, text: str, metadata: dict[str, Any]) -> KeywordChunk:
+        file = str(metadata.get("file", ""))
+        # The same view of a chunk as the embedder's: its document's title, then its text.
+        seen = f"{document_title(file)} {text}"
+        # Interned: kept for the life of the index, and most tokens repeat a few thousand words.
+        tokens = tuple(map(sys.intern, tokenize(seen) + cross_script_tokens(seen, "cyrillic")))
+        head = None
+        if metadata.get("chunk") == 0:
+            start = text[:HEAD_CHARS]
+            head = frozenset(tokenize(start) + cross_script_tokens(start, "cyrillic"))
+        return cls(chunk_id, text, metadata, file, tokens, head)
+
+
 class KeywordIndex:
-    """BM25 over every chunk of a collection, built from the store itself so it can never drift."""
+    """BM25 over every chunk of a collection, built from the store itself so it can never drift.
+
+    An index is never changed once built, only replaced by `updated`: a search keeps the one it
+    started with while a newer one is built, and the two share the tokens of unchanged chunks.
+    """
 
     def __init__(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
+        """Built from scratch: every chunk tokenized."""
+        chunks = [KeywordChunk.read(*row) for row in zip(ids, texts, metadatas, strict=True)]
+        frequency: Counter[str] = Counter()
+        for chunk in chunks:
+            frequency.update(set(chunk.tokens))
+        words, heads = file_words(chunks)
+        self._assemble(chunks, frequency, words, heads, tokenized=len(chunks))
+
+    def _assemble(
+        self,
+        chunks: list[KeywordChunk],
+        frequency: Counter[str],
+        words: dict[str, set[str]],
+        heads: dict[str, set[str]],
+        tokenized: int,
+    ) -> None:
         import bm25s
 
-        self.ids = ids
-        self.texts = texts
-        self.metadatas = metadatas
-        self.engine: Any = None
-        # The same view of a chunk as the embedder's: its document's title, then its text.
-        corpus = []
-        for text, metadata in zip(texts, metadatas, strict=True):
-            seen = f"{document_title(str(metadata.get('file', '')))} {text}"
-            corpus.append(tokenize(seen) + cross_script_tokens(seen, "cyrillic"))
+        self.chunks = {chunk.id: chunk for chunk in chunks}  # by id, tokens and all
+        self.ids = [chunk.id for chunk in chunks]
+        self.texts = [chunk.text for chunk in chunks]
+        self.metadatas = [chunk.metadata for chunk in chunks]
         # Document frequencies, for the rarity (IDF) of a question's words in evidence selection.
-        self.document_frequency: Counter[str] = Counter()
+        self.document_frequency = frequency
         # Every word of each file (its title included): whether a file mentions a name at all.
-        self.file_words: dict[str, set[str]] = {}
+        self.file_words = words
         # The words at the head of each file (its first chunk's start): what the file is about.
-        self.file_heads: dict[str, set[str]] = {}
-        for tokens, metadata, text in zip(corpus, metadatas, texts, strict=True):
-            file = str(metadata.get("file", ""))
-            self.document_frequency.update(set(tokens))
-            self.file_words.setdefault(file, set()).update(tokens)
-            if metadata.get("chunk") == 0:
-                head = text[:HEAD_CHARS]
-                self.file_heads[file] = set(tokenize(head) + cross_script_tokens(head, "cyrillic"))
-        if ids:
+        self.file_heads = heads
+        self.tokenized = tokenized  # chunks this build had to tokenize; the others were reused
+        self.engine: Any = None
+        self.vocabulary: set[str] = set()
+        if chunks:
+            # BM25's weights depend on the whole collection (chunk count, mean length, IDF), so
+            # the engine is always re-indexed whole; from tokens, that is the cheap part.
             self.engine = bm25s.BM25()
-            self.engine.index(corpus, show_progress=False)
+            self.engine.index([chunk.tokens for chunk in chunks], show_progress=False)
             self.vocabulary = set(self.engine.vocab_dict)
+
+    def updated(self, ids: list[str], fetch: Callable[[list[str]], Rows]) -> KeywordIndex:
+        """This index for a store that now holds the chunks `ids` (in the store's order): the same
+        as one built from scratch, but only chunks it does not have are read (by `fetch`) and
+        tokenized, and word counts change only by the chunks added and removed."""
+        if ids == self.ids:
+            return self
+        missing = [i for i in ids if i not in self.chunks]
+        rows = fetch(missing) if missing else ([], [], [])
+        fetched = {row[0]: KeywordChunk.read(*row) for row in zip(*rows, strict=True)}
+        # A chunk deleted since `ids` was listed is left out; the next revision check sees that.
+        known = self.chunks | fetched
+        chunks = [known[i] for i in ids if i in known]
+        kept = {chunk.id for chunk in chunks}
+        removed = [chunk for chunk in self.chunks.values() if chunk.id not in kept]
+        added = [chunk for chunk in chunks if chunk.id in fetched]
+
+        frequency = self.document_frequency.copy()  # this index's own stays as its readers see it
+        for chunk in added:
+            frequency.update(set(chunk.tokens))
+        for chunk in removed:
+            for token in set(chunk.tokens):
+                frequency[token] -= 1
+                if not frequency[token]:
+                    del frequency[token]  # as if never seen, as a build from scratch has it
+        changed = {chunk.file for chunk in added + removed}
+        words, heads = file_words(chunks, changed)
+        words.update((f, w) for f, w in self.file_words.items() if f not in changed)
+        heads.update((f, h) for f, h in self.file_heads.items() if f not in changed)
+
+        index = KeywordIndex.__new__(KeywordIndex)
+        index._assemble(chunks, frequency, words, heads, tokenized=len(fetched))
+        return index
 
     def idf(self, stem: str) -> float:
         """BM25's IDF of a word here: a word in every chunk weighs ~0, an unseen word the most."""
@@ -140,6 +217,21 @@ class KeywordIndex:
             if len(hits) == top_k:
                 break
         return hits
+
+
+def file_words(
+    chunks: Sequence[KeywordChunk], only: set[str] | None = None
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Each file's words and head words (KeywordIndex.file_words, .file_heads): of every file, or
+    of the files named in `only`. A file name shared by two documents gets the last head."""
+    words: dict[str, set[str]] = {}
+    heads: dict[str, set[str]] = {}
+    for chunk in chunks:
+        if only is None or chunk.file in only:
+            words.setdefault(chunk.file, set()).update(chunk.tokens)
+            if chunk.head is not None:
+                heads[chunk.file] = set(chunk.head)
+    return words, heads
 
 
 def matches(metadata: dict[str, Any], where: dict[str, Any]) -> bool:
@@ -180,6 +272,15 @@ def fuse(rankings: list[list[NodeWithScore]], top_k: int) -> list[NodeWithScore]
     return [NodeWithScore(node=nodes[i].node, score=scores[i] / best) for i in ordered]
 
 
+@dataclass(frozen=True)
+class Built:
+    """A keyword index and what it reflects: a revision of the store, in one Chroma collection."""
+
+    index: KeywordIndex
+    revision: object
+    collection: object  # Chroma's id: a rebuilt collection can reuse chunk ids for other text
+
+
 class Retriever:
     """Finds the chunks that answer a question in one collection."""
 
@@ -187,19 +288,43 @@ class Retriever:
         self.embedder = embedder
         self.store = store
         self.mode = mode
-        self._keywords: KeywordIndex | None = None
-        self._keywords_revision: object = None
-        self._lock = threading.Lock()
+        self._built: Built | None = None  # replaced whole, so a reader sees one consistent pair
+        self._build_lock = threading.Lock()
+
+    def on(self, store: ChunkStore) -> Retriever:
+        """This retriever over a reopened store, keeping its keyword index: the next search reads
+        only the chunks that changed (or all of them, for a collection built anew)."""
+        moved = Retriever(self.embedder, store, self.mode)
+        moved._built = self._built
+        return moved
 
     def keyword_index(self) -> KeywordIndex:
-        """The BM25 index, rebuilt when the collection changed since it was built."""
-        revision = self.store.revision()
-        with self._lock:
-            if self._keywords is None or revision != self._keywords_revision:
-                ids, texts, metadatas = self.store.all_chunks()
-                self._keywords = KeywordIndex(ids, texts, metadatas)
-                self._keywords_revision = revision
-            return self._keywords
+        """The BM25 index as of the store's current revision.
+
+        An up-to-date index is returned without locking. After a write, one reader brings it up to
+        date (reading and tokenizing only the chunks it lacks) and readers arriving meanwhile wait
+        for that build rather than repeat it: they must see the write they observed. Searches
+        already under way are unaffected: an index is replaced, never changed.
+        """
+        built = self._built
+        if built is not None and built.revision == self.store.revision():
+            return built.index
+        with self._build_lock:
+            # Read again: this is the revision the build reflects (chunks are listed after it).
+            revision = self.store.revision()
+            built = self._built  # another reader may have built it while this one waited
+            if built is None or built.revision != revision:
+                built = self._build(built, revision)
+                self._built = built
+            return built.index
+
+    def _build(self, previous: Built | None, revision: object) -> Built:
+        collection = self.store.collection.id  # revision() has reopened it if it was replaced
+        if previous is None or previous.collection != collection:
+            index = KeywordIndex(*self.store.all_chunks())
+        else:
+            index = previous.index.updated(self.store.chunk_ids(), self.store.chunks)
+        return Built(index, revision, collection)
 
     def retrieve(
         self, query: str, top_k: int, where: dict[str, Any] | None = None

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import socketio
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -150,3 +155,73 @@ class Browser:
     def shot(self, name: str) -> None:
         self.count += 1
         self.page.screenshot(path=str(self.shots / f"{self.count:02d}-{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+class ChatClient:
+    """What the Chainlit frontend does over socket.io, without a browser: connect, attach, ask."""
+
+    def __init__(self, url: str, cookie: str, thread_id: str | None = None) -> None:
+        self.url, self.cookie, self.thread_id = url, cookie, thread_id
+        self.session_id = str(uuid.uuid4())
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio.on("*", self._on_event)
+        self.done = asyncio.Event()
+        self.started = False
+        self.texts: list[str] = []
+
+    async def _on_event(self, event: str, data: Any = None) -> None:
+        if event == "task_start":
+            self.started = True
+        elif event == "task_end" and self.started:
+            self.done.set()
+        elif isinstance(data, dict):
+            self.thread_id = self.thread_id or data.get("threadId") or None
+            self.texts.append(f"{data.get('name', '')} {data.get('output') or ''}")
+            self.texts.append(str(data.get("content") or data.get("token") or ""))
+
+    async def connect(self) -> None:
+        await self.sio.connect(
+            self.url,
+            headers={"Cookie": self.cookie} if self.cookie else {},
+            auth={
+                "sessionId": self.session_id,
+                "clientType": "webapp",
+                "chatProfile": "general",
+                "threadId": self.thread_id,
+                "userEnv": "{}",
+            },
+            transports=["websocket"],
+            socketio_path="/ws/socket.io",
+            wait_timeout=30,
+        )
+        await self.sio.emit("connection_successful")
+        await asyncio.wait_for(self.done.wait(), 120)  # the chat has started (on_chat_start ran)
+
+    async def ask(self, question: str, *attachments: tuple[str, bytes]) -> None:
+        references = []
+        async with httpx.AsyncClient(timeout=60) as http:
+            for name, data in attachments:
+                upload = await http.post(
+                    f"{self.url}/project/file",
+                    params={"session_id": self.session_id},
+                    files={"file": (name, data, "text/plain")},
+                    headers={"Cookie": self.cookie},
+                )
+                upload.raise_for_status()
+                references.append({"id": upload.json()["id"]})
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        message = {
+            "id": str(uuid.uuid4()),
+            "threadId": "",
+            "name": "User",
+            "type": "user_message",
+            "output": question,
+            "createdAt": now,
+        }
+        self.done.clear()
+        self.started = False
+        await self.sio.emit("client_message", {"message": message, "fileReferences": references})
+        await asyncio.wait_for(self.done.wait(), 240)
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
