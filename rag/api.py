@@ -112,17 +112,17 @@ def api_error_of(error: BaseException) -> ApiError:
     return ApiError(500, internal_error_line(error), "server_error")
 
 
+def try_again_later(error: Busy | LoginThrottled, code: str) -> ApiError:
+    """A 429 that says when to come back (`Retry-After`, in seconds)."""
+    headers = {"Retry-After": str(error.retry_after)}
+    return ApiError(429, str(error), "rate_limit_error", code, headers=headers)
+
+
 def from_rag_error(error: RagError) -> ApiError:
     """A status for each kind of RagError: the backend failing is 502, a busy index 503, too
     many answers at once 429."""
     if isinstance(error, Busy):
-        return ApiError(
-            429,
-            str(error),
-            "rate_limit_error",
-            "busy",
-            headers={"Retry-After": str(error.retry_after)},
-        )
+        return try_again_later(error, "busy")
     if isinstance(error, BackendError):
         return ApiError(502, str(error), "server_error", "backend_error")
     if isinstance(error, StoreError):
@@ -164,13 +164,7 @@ async def authenticate(request: Request, logins: Logins) -> str | None:
     try:
         verified = login is not None and await logins.check(*login, client_address(request.scope))
     except LoginThrottled as error:
-        raise ApiError(
-            429,
-            str(error),
-            "rate_limit_error",
-            "too_many_failed_logins",
-            headers={"Retry-After": str(error.retry_after)},
-        ) from None
+        raise try_again_later(error, "too_many_failed_logins") from None
     if not verified:
         raise ApiError(
             401,

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # and how many more may wait their turn; beyond that a question is told the server is busy
     # (HTTP 429 with Retry-After on the API).
     answer_workers: int = Field(default=1, ge=1, le=64)
-    answer_queue: int = Field(default=16, ge=0, le=1000)
+    answer_queue: int = Field(default=32, ge=0, le=1000)
     # What chats show is stored under storage/elements (attachments, cited passages and pages) and
     # storage/excerpts (the highlighted one-page PDFs of cited pages): each stays under this many
     # MB, the oldest files going first (an old chat then shows its text, not the file).
