@@ -3,11 +3,13 @@ guessing at the login form is limited, and a user removed from RAG_AUTH_USERS is
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
-from chat_server import ChatServer, prepare_home
+import socketio
+from chat_server import ChatClient, ChatServer, prepare_home
 
 from rag.auth import MAX_FAILED_LOGINS
 
@@ -78,5 +80,7 @@ def test_removing_a_user_ends_their_sessions(tmp_path: Path, models_cache: Path)
     try:
         assert current_user(server, alice).status_code == 401
         assert current_user(server, bob).json()["identifier"] == "bob"
+        with pytest.raises(socketio.exceptions.ConnectionError):  # nor may her chat socket
+            asyncio.run(ChatClient(server.url, f"access_token={alice['access_token']}").connect())
     finally:
         server.stop()
