@@ -8,7 +8,8 @@ import os
 import socket
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from rag.config import Settings
 from rag.errors import EmbedderMismatch, RagError, StorageFull, StorageReadOnly, StoreError
 
 logger = logging.getLogger(__name__)
+
+# Chunks one read of the store returns at most (Chroma caps a read).
+READ_PAGE = 5000
 
 # Who wrote a collection last: this process, or another one (the CLI beside the running app).
 THIS_PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -296,61 +300,43 @@ class ChunkStore:
         metadata = fresh.metadata or {}
         return str(fresh.id), metadata.get("revision"), metadata.get("writer")
 
-    def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        """Every chunk's id, text and metadata, in pages (Chroma caps one read)."""
-        ids: list[str] = []
-        texts: list[str] = []
-        metadatas: list[dict[str, Any]] = []
-        offset, page = 0, 5000
+    def _pages(self, include: list[str], ids: Sequence[str] | None = None) -> Iterator[Any]:
+        """The collection's chunks (or those of `ids` that still exist), a page of results at a
+        time: Chroma caps what one read returns."""
+        collection = self.current()
+        if ids is not None:
+            for start in range(0, len(ids), READ_PAGE):
+                yield collection.get(ids=list(ids[start : start + READ_PAGE]), include=include)
+            return
+        offset = 0
         while True:
-            result = self.current().get(
-                include=["documents", "metadatas"], limit=page, offset=offset
-            )
-            ids.extend(result["ids"])
-            texts.extend(result["documents"])
-            metadatas.extend(_user_metadata(m) for m in result["metadatas"])
-            if len(result["ids"]) < page:
-                return ids, texts, metadatas
-            offset += page
+            result = collection.get(include=include, limit=READ_PAGE, offset=offset)
+            yield result
+            if len(result["ids"]) < READ_PAGE:
+                return
+            offset += READ_PAGE
+
+    def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """Every chunk's id, text and metadata."""
+        return _rows(self._pages(["documents", "metadatas"]))
 
     def chunk_ids(self) -> list[str]:
         """Every chunk's id, in all_chunks' order: what changed since a cache was filled, cheaply."""
-        collection = self.current()
-        ids: list[str] = []
-        offset, page = 0, 5000
-        while True:
-            batch = collection.get(include=[], limit=page, offset=offset)["ids"]
-            ids.extend(batch)
-            if len(batch) < page:
-                return ids
-            offset += page
+        return [chunk_id for page in self._pages([]) for chunk_id in page["ids"]]
 
     def chunks(self, ids: Sequence[str]) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """The id, text and metadata of those of these chunks that still exist (in no set order)."""
-        collection = self.current()
-        found: tuple[list[str], list[str], list[dict[str, Any]]] = ([], [], [])
-        page = 5000
-        for start in range(0, len(ids), page):
-            result = collection.get(
-                ids=list(ids[start : start + page]), include=["documents", "metadatas"]
-            )
-            found[0].extend(result["ids"])
-            found[1].extend(result["documents"])
-            found[2].extend(_user_metadata(m) for m in result["metadatas"])
-        return found
+        return _rows(self._pages(["documents", "metadatas"], ids))
 
     def chunk_counts(self) -> dict[str, int]:
         """Chunks per doc_id, read from the store itself (for consistency checks)."""
-        counts: dict[str, int] = {}
-        offset, page = 0, 5000
-        while True:
-            result = self.collection.get(include=["metadatas"], limit=page, offset=offset)
-            for metadata in result["metadatas"]:
-                doc_id = str((metadata or {}).get("file_id"))
-                counts[doc_id] = counts.get(doc_id, 0) + 1
-            if len(result["ids"]) < page:
-                return counts
-            offset += page
+        return dict(
+            Counter(
+                str((metadata or {}).get("file_id"))
+                for page in self._pages(["metadatas"])
+                for metadata in page["metadatas"]
+            )
+        )
 
     def query(
         self, embedding: list[float], top_k: int, where: dict[str, Any] | None = None
@@ -380,6 +366,18 @@ class ChunkStore:
 
 # Keys LlamaIndex adds to what it stores; not part of a chunk's own metadata.
 LLAMA_INDEX_KEYS = {"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"}
+
+
+def _rows(pages: Iterable[Any]) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """(ids, texts, metadatas) of pages of Chroma results."""
+    ids: list[str] = []
+    texts: list[str] = []
+    metadatas: list[dict[str, Any]] = []
+    for result in pages:
+        ids.extend(result["ids"])
+        texts.extend(result["documents"])
+        metadatas.extend(_user_metadata(m) for m in result["metadatas"])
+    return ids, texts, metadatas
 
 
 def _user_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
