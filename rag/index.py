@@ -81,7 +81,6 @@ class Index:
         """`embedder` lets several indexes share one loaded model (tests, the app's chats)."""
         self.settings = settings
         self._retrievers: dict[str, Retriever] = {}
-        self._closed_retrievers: dict[str, Retriever] = {}  # over a store since reopened
         # What this process last saw of each collection (id, revision, writer): a change by
         # another process (the CLI beside the app) means the embedded store must be reopened.
         self._seen: dict[str, tuple[str, object, object]] = {}
@@ -132,12 +131,7 @@ class Index:
         name = collection or self.default_collection
         if name not in self._retrievers:
             store = self.collection(name)  # before the model loads: a store that fails, fails fast
-            before = self._closed_retrievers.pop(name, None)
-            self._retrievers[name] = (
-                before.on(store)
-                if before
-                else Retriever(self.embedder, store, self.settings.retrieval)
-            )
+            self._retrievers[name] = Retriever(self.embedder, store, self.settings.retrieval)
             self._seen.setdefault(name, store.state())
         return self._retrievers[name]
 
@@ -161,7 +155,7 @@ class Index:
         if seen is None or self.settings.chroma_host:  # a server sees every client's writes
             return
         with self.storage_faults():
-            state = self.collection(name, check=False).state()
+            state = self._state(name)
         if state == seen:
             return
         if state[0] == seen[0] and state[2] == THIS_PROCESS:  # our own write
@@ -172,19 +166,28 @@ class Index:
                 if alone:
                     logger.info("collection %r changed in another process: reopening", name)
                     self._reopen()
-                    self._seen[name] = self.collection(name, check=False).state()
+                    self._seen[name] = self._state(name)
         except StorageLocked:
             return  # a write is under way; the next search looks again
 
+    def _state(self, name: str) -> tuple[str, object, object]:
+        retriever = self._retrievers.get(name)
+        store = retriever.store if retriever else self.collection(name, check=False)
+        return store.state()
+
     def _reopen(self) -> None:
-        """Drop the store client; the next use opens it afresh (retrievers keep their keyword
-        indexes, brought up to date by what changed)."""
-        self._closed_retrievers.update(self._retrievers)
-        self._retrievers.clear()
+        """Close the store client and open it afresh. Each retriever moves to the new store and
+        keeps its keyword index, which its next search brings up to date by what changed."""
         client = self.__dict__.pop("client", None)
         close = getattr(client, "close", None)
         if callable(close):
             close()
+        try:
+            for name, retriever in self._retrievers.items():
+                retriever.store = self.collection(name)
+        except BaseException:
+            self._retrievers.clear()  # none may keep a store of the closed client
+            raise
 
     # --- writing ------------------------------------------------------------------------------------
 

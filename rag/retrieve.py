@@ -291,13 +291,6 @@ class Retriever:
         self._built: Built | None = None  # replaced whole, so a reader sees one consistent pair
         self._build_lock = threading.Lock()
 
-    def on(self, store: ChunkStore) -> Retriever:
-        """This retriever over a reopened store, keeping its keyword index: the next search reads
-        only the chunks that changed (or all of them, for a collection built anew)."""
-        moved = Retriever(self.embedder, store, self.mode)
-        moved._built = self._built
-        return moved
-
     def keyword_index(self) -> KeywordIndex:
         """The BM25 index as of the store's current revision.
 
