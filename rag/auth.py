@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
+from rag.web import respond_json
 
 logger = logging.getLogger(__name__)
 
@@ -238,10 +238,11 @@ class LoginLimitMiddleware:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
             client = client_address(scope)
-            wait = self.failures.retry_after(client)
-            if wait > 0:
-                throttled = LoginThrottled(wait)
-                await _respond(send, 429, str(throttled), throttled.retry_after)
+            try:
+                self.failures.check(client)
+            except LoginThrottled as throttled:
+                headers = {"retry-after": str(throttled.retry_after)}
+                await respond_json(send, 429, str(throttled), headers)
                 return
             status = 0
 
@@ -282,7 +283,7 @@ class SessionGuard:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 4401})
                 else:
-                    await _respond(send, 401, "your session has ended; log in again")
+                    await respond_json(send, 401, "your session has ended; log in again")
                 return
         await self.app(scope, receive, send)
 
@@ -308,15 +309,3 @@ def session_identity(scope: Any) -> tuple[str, str | None] | None:
         return None
     stamp = (user.metadata or {}).get("login")
     return user.identifier, stamp if isinstance(stamp, str) else None
-
-
-async def _respond(send: Any, status: int, detail: str, retry_after: int | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -109,19 +109,18 @@ class UploadLimitMiddleware:
 
     @staticmethod
     async def _respond(send: Any, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await respond_json(send, status, detail, {"connection": "close"})
+
+
+async def respond_json(
+    send: Any, status: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """Answer an ASGI request from a middleware: `{"detail": ...}` with `status` and `headers`."""
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 # Tags that make a browser contact another host: web fonts, CDN stylesheets, preconnect hints,
