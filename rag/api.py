@@ -184,12 +184,9 @@ def endpoint(logins: Logins, handler: Handler) -> Handler:
             # Who asks: the login's user, or "" when logins are off (the one local user).
             request.state.user = await authenticate(request, logins) or ""
             return await handler(request)
-        except ApiError as error:
-            return error.response()
-        except RagError as error:
-            return from_rag_error(error).response()
         except Exception as error:
-            logger.exception("API request %s %s failed", request.method, request.url.path)
+            if not isinstance(error, ApiError | RagError):  # unexpected: the traceback is logged
+                logger.exception("API request %s %s failed", request.method, request.url.path)
             return api_error_of(error).response()
 
     return wrapped

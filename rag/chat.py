@@ -120,10 +120,6 @@ class ChatService:
             state.update(ok=False, reason=self._backend_error)
         return state
 
-    @property
-    def model(self) -> str:
-        return describe_llm(self.llm)
-
     def default_profile(self) -> Profile:
         return self.profiles[self.settings.profile]  # active_profiles checked it exists
 
