@@ -4,6 +4,7 @@ size bound by dropping the oldest files first."""
 from __future__ import annotations
 
 import logging
+import stat
 import threading
 from pathlib import Path
 
@@ -25,11 +26,11 @@ class BoundedFolder:
         found = []
         for path in self.root.rglob("*"):
             try:
-                stat = path.stat()
+                info = path.stat()
             except OSError:
                 continue
-            if path.is_file():
-                found.append((stat.st_mtime_ns, stat.st_size, path))
+            if stat.S_ISREG(info.st_mode):  # from the one stat: no second look at the disk
+                found.append((info.st_mtime_ns, info.st_size, path))
         return found
 
     def added(self, size: int, keep: Path | None = None) -> None:
