@@ -248,20 +248,28 @@ PRECEDENCE = [
 ]
 
 
-@pytest.mark.parametrize(("env", "default", "menus"), PRECEDENCE)
+Expected = tuple[tuple[str, int], tuple[str, int]]
+
+
+@pytest.fixture(params=PRECEDENCE)
+def expected(
+    request: pytest.FixtureRequest, profiles_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> Expected:
+    """One row of PRECEDENCE set in the environment; what the two profiles should then use."""
+    env, default, menus = request.param
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return default, menus
+
+
 def test_chat_and_api_use_the_setting_over_the_profile(
-    env: dict[str, str],
-    default: tuple[str, int],
-    menus: tuple[str, int],
-    profiles_env: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    expected: Expected, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rag.chat import ChatService
     from rag.engine import ChatEngine
     from rag.ingest import IngestReport
 
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    default, menus = expected
     service = ChatService(load_settings())
     synced: list[str | None] = []
 
@@ -286,20 +294,14 @@ class Asked(BaseException):
     one-line handler of unexpected errors lets it through to the test)."""
 
 
-@pytest.mark.parametrize(("env", "default", "menus"), PRECEDENCE)
 def test_rag_ask_and_search_use_the_setting_over_the_profile(
-    env: dict[str, str],
-    default: tuple[str, int],
-    menus: tuple[str, int],
-    profiles_env: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    expected: Expected, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import rag.engine
     import rag.index
     import rag.llm
 
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    default, menus = expected
     seen: list[tuple[str | None, int]] = []
 
     def search(self: Any, query: str, top_k: int, collection: str | None = None) -> list[Any]:
