@@ -330,6 +330,18 @@ class Turn:
     answer: str = ""
 
 
+def user_message(text: str) -> dict[str, Any]:
+    """A user's message as the Chainlit frontend sends it (`client_message` over socket.io)."""
+    return {
+        "id": str(uuid.uuid4()),
+        "threadId": "",
+        "name": "User",
+        "type": "user_message",
+        "output": text,
+        "createdAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
 @dataclass
 class ChatResult:
     chat: int
@@ -496,15 +508,7 @@ class Chat:
         self.result.turns.append(turn)
         self.turn, self.started, self.reply_id = turn, False, None
         self.done = asyncio.Event()
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        message = {
-            "id": str(uuid.uuid4()),
-            "threadId": "",
-            "name": "User",
-            "type": "user_message",
-            "output": text,
-            "createdAt": now,
-        }
+        message = user_message(text)
         self.sent_at = time.perf_counter()
         references = [{"id": file_id} for file_id in file_ids or []]
         await self.sio.emit("client_message", {"message": message, "fileReferences": references})

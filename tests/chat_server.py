@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,9 @@ import httpx
 import socketio
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from chat_load import user_message  # noqa: E402 - bench/chat_load.py speaks Chainlit's protocol
+
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
@@ -209,15 +211,7 @@ class ChatClient:
                 )
                 upload.raise_for_status()
                 references.append({"id": upload.json()["id"]})
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        message = {
-            "id": str(uuid.uuid4()),
-            "threadId": "",
-            "name": "User",
-            "type": "user_message",
-            "output": question,
-            "createdAt": now,
-        }
+        message = user_message(question)
         self.done.clear()
         self.started = False
         await self.sio.emit("client_message", {"message": message, "fileReferences": references})
