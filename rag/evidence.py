@@ -655,6 +655,11 @@ def _confidence(best: _Candidate, eligible: Sequence[_Candidate]) -> float:
     return (max(best.coverage, joint) + best.similarity) / 2
 
 
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    """Of two unit vectors (what `embed` returns)."""
+    return float(sum(x * y for x, y in zip(a, b, strict=True)))
+
+
 def _synonym_in(word: str, texts: Sequence[str], embed: Any) -> bool:
     """Whether the texts use a word of the same meaning (the embedder): "workers" asked, "No. of
     Employees" printed."""
@@ -662,10 +667,7 @@ def _synonym_in(word: str, texts: Sequence[str], embed: Any) -> bool:
     if not words:
         return False
     vectors = embed([word, *words])
-    return any(
-        sum(a * b for a, b in zip(vectors[0], vector, strict=True)) >= SYNONYM_SIMILARITY
-        for vector in vectors[1:]
-    )
+    return any(_cosine(vectors[0], vector) >= SYNONYM_SIMILARITY for vector in vectors[1:])
 
 
 def _text(candidate: _Candidate) -> str:
@@ -692,9 +694,7 @@ def _embed_best(
     vectors = embed([question, without, *(_text(c)[:EMBED_CHARS] for c in order)])
     for candidate, vector in zip(order, vectors[2:], strict=True):
         query = vectors[1] if candidate.scoped else vectors[0]
-        candidate.similarity = max(
-            0.0, float(sum(a * b for a, b in zip(query, vector, strict=True)))
-        )
+        candidate.similarity = max(0.0, _cosine(query, vector))
 
 
 def _distinct(ranked: list[_Candidate]) -> list[_Candidate]:
