@@ -80,7 +80,7 @@ class AnswerQueue:
                     self._running += 1
                     ticket.running = True
                     break
-                ahead = self._running + self._line.index(ticket)
+                ahead = self.ahead(ticket)  # the condition's lock is re-entrant
                 if ahead != told:
                     told = ahead
                     on_wait(ahead)
