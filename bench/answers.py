@@ -91,7 +91,7 @@ def calibrate(index: Any, profile: Any, items: list[Any]) -> None:
     """Refusal recall, false refusals and evidence accuracy for each answerability threshold."""
     import re
 
-    from rag.engine import QUOTES_SHOWN, ChatEngine, needs_context
+    from rag.engine import ChatEngine, needs_context, shown_quotes
     from rag.evidence import DEFAULT_CALIBRATION
 
     engine = ChatEngine(index, None, profile)  # type: ignore[arg-type]  # the model is not asked
@@ -101,7 +101,7 @@ def calibrate(index: Any, profile: Any, items: list[Any]) -> None:
         if item.history and needs_context(question):
             question = engine.with_subject(question, item.history[-1])
         findings = engine.find_evidence(question)
-        quotes = " ".join(e.quote for e in findings.evidence[:QUOTES_SHOWN])
+        quotes = " ".join(e.quote for e in shown_quotes(findings.evidence))
         holds = bool(item.must) and all(re.search(p, quotes, re.I) for p in item.must)
         hard = bool(findings.reason) and findings.reason != "no passage found answers it"
         rows.append((item, findings.confidence, hard, holds))

@@ -51,7 +51,7 @@ MODEL_DECLINES = re.compile(
 # Quotes shown under an answer: the best spans, while they score this close to the best one.
 QUOTES_SHOWN = 3
 QUOTE_CHARS = 300
-QUOTE_SCORE_RATIO = 0.85
+QUOTE_SCORE_RATIO = 0.65
 CLOSEST_SHOWN = 2
 # Chunks retrieved per question at least: evidence is picked from their lines and sentences.
 MIN_CANDIDATE_CHUNKS = 10
@@ -384,10 +384,7 @@ class ChatEngine:
         finally:
             stream.close()
 
-        ranked = sorted(evidence, key=lambda e: e.score, reverse=True)
-        quotes = [e for e in ranked if e.score >= QUOTE_SCORE_RATIO * ranked[0].score][
-            :QUOTES_SHOWN
-        ]
+        quotes = shown_quotes(evidence)
         number_of = {id(span): n for n, (_, spans) in enumerate(documents, 1) for span in spans}
         block = "\n".join(quote_line(span, cite(number_of[id(span)])) for span in quotes)
         if shown:
@@ -436,6 +433,15 @@ ANAPHORA = re.compile(
     r"|\b(он|она|оно|они|его|её|их|это|этот|эта|там)\b",
     re.I,
 )
+
+
+def shown_quotes(evidence: Sequence[Evidence]) -> list[Evidence]:
+    """The spans quoted under an answer (or instead of it): the best few, while they score
+    close to the best one."""
+    ranked = sorted(evidence, key=lambda e: e.score, reverse=True)
+    if not ranked:
+        return []
+    return [e for e in ranked if e.score >= QUOTE_SCORE_RATIO * ranked[0].score][:QUOTES_SHOWN]
 
 
 def needs_context(question: str) -> bool:

@@ -54,6 +54,15 @@ PRICE_LINE = re.compile(
 )
 ENDS = re.compile(r"[.!?:;)»\"”\]]$|\d\S{0,3}$")
 DIGIT = re.compile(r"\d")
+TABLE_ROW_NUMBERS = 3
+# Numbers written as words ("thirteen dollars a month", "a three year-old startup") answer a
+# question asking for a number as well as digits do.
+NUMBER_WORD = re.compile(
+    r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen"
+    r"|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy"
+    r"|eighty|ninety|hundred|thousand|million|billion|dozen|half)\b",
+    re.I,
+)
 
 # Words that ask for a kind of answer rather than name a subject (checked by ANSWER_TYPES).
 ATTRIBUTE_WORDS = """
@@ -251,12 +260,20 @@ def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bo
     # A menu item whose weight and price are printed on the line below it.
     if not any(ch.isdigit() for ch in previous) and PRICE_LINE.match(line):
         return True
-    if not line[0].isalnum() or KEY_VALUE.match(line):
+    if not line[0].isalnum() or KEY_VALUE.match(line) or _table_row(line):
         return False
     if line[0].islower() or CONTINUES.search(previous):
         return True
     # Wrapped prose: a line of several words that does not end a sentence or a priced item.
     return len(previous.split()) >= 4 and not ENDS.search(previous)
+
+
+def _table_row(line: str) -> bool:
+    """A row of a table: a label and at least TABLE_ROW_NUMBERS numbers, mostly numbers
+    ("Alabama 18,870 23,022 ... 71,137"). It is a line of its own, never wrapped prose."""
+    words = line.split()
+    numbers = sum(1 for word in words if DIGIT.search(word))
+    return numbers >= TABLE_ROW_NUMBERS and numbers * 2 >= len(words)
 
 
 def is_heading(line: str, following: str) -> bool:
@@ -574,8 +591,8 @@ def select(
         else:  # the question only names its subject ("tell me about Pear Deck")
             candidate.coverage = 1.0 if title else 0.0
         if wanted is not None:
-            candidate.typed = bool(wanted[1].search(_text(candidate)))
-        candidate.preferred = all(needs.search(_text(candidate)) for needs in preferred)
+            candidate.typed = bool(wanted[1].search(_numerals(_text(candidate))))
+        candidate.preferred = all(needs.search(_numerals(_text(candidate))) for needs in preferred)
         if named and candidate.file not in named:
             candidate.eligible = False
     _embed_best(question, terms, candidates, embed, calibration.embed_limit)
@@ -668,6 +685,11 @@ def _synonym_in(word: str, texts: Sequence[str], embed: Any) -> bool:
         return False
     vectors = embed([word, *words])
     return any(_cosine(vectors[0], vector) >= SYNONYM_SIMILARITY for vector in vectors[1:])
+
+
+def _numerals(text: str) -> str:
+    """The text with numbers written as words marked by a digit, for the checks of a kind."""
+    return NUMBER_WORD.sub(lambda match: f"{match.group(0)} 0", text)
 
 
 def _text(candidate: _Candidate) -> str:

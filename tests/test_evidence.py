@@ -137,6 +137,41 @@ def test_a_count_asked_in_other_words_is_answered(tmp_path: Path, embedder: Any)
         index.close()
 
 
+def test_a_table_row_is_a_unit_of_its_own() -> None:
+    # A header of several words without a full stop would otherwise take the first row as its
+    # wrapped continuation.
+    text = "State Permit Handgun Long Gun Totals\nAlabama 18,870 23,022 22,650 71,137\nAlaska 209 3,062 7,095"
+    assert [text[s:e] for s, e in units(text)] == [
+        "State Permit Handgun Long Gun Totals",
+        "Alabama 18,870 23,022 22,650 71,137",
+        "Alaska 209 3,062 7,095",
+    ]
+
+
+def test_a_number_written_in_words_answers_a_question_asking_for_one(
+    tmp_path: Path, embedder: Any
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "letters.md").write_text(
+        "# Letters from the camp\n\n"
+        + "We marched all day through the hills and slept by the river. " * 5
+        + "\n\nMany a family is dependent upon the thirteen dollars a month drawn here by the "
+        "head of it.\n",
+        encoding="utf-8",
+    )
+    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=data), embedder)
+    try:
+        assert index.ingest([data / "letters.md"]).ok
+        findings = evidence_engine(index).find_evidence(
+            "How much monthly pay does the head of a family draw?"
+        )
+        assert findings.answerable, findings.reason
+        assert "thirteen dollars" in findings.evidence[0].quote
+    finally:
+        index.close()
+
+
 def test_wrapped_prose_is_cut_into_sentences() -> None:
     text = (
         "The FAA proposes to supersede the directive, which applies to all\n"
