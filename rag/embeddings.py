@@ -1,9 +1,12 @@
-"""The embedder factory: the bundled MiniLM, any sentence-transformers model, or an Ollama model."""
+"""The embedder factory: the bundled MiniLM (on onnxruntime), any sentence-transformers model, or an
+Ollama model."""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ from pydantic import PrivateAttr
 from rag.config import Settings, redact_url
 from rag.errors import BackendError, ConfigError
 from rag.runtime import MODEL_LOADING
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
 OLLAMA_PREFIX = "ollama:"
@@ -95,13 +100,124 @@ class SentenceTransformerEmbedding(BaseEmbedding):
         return self._encode(texts)
 
 
+class OnnxEmbedding(BaseEmbedding):
+    """A BERT sentence embedder run on onnxruntime: the same vectors as sentence-transformers
+    (cosine >= 0.999, tests/test_embeddings.py) without importing torch, about twice as fast.
+
+    The ONNX graph is built from the model's safetensors on first use (under 1 s) and kept in
+    `cache_dir` (rag.onnx_bert); where that folder cannot be written it is built in memory.
+    """
+
+    model_path: str
+    cache_dir: str
+    encode_batch_size: int = 8
+    threads: int = 0
+    _runtime: Any = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        data.setdefault("embed_batch_size", 2048)  # whole lists reach _encode, which batches
+        super().__init__(**data)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OnnxEmbedding"
+
+    def load(self) -> Any:
+        if self._runtime is None:
+            with MODEL_LOADING:
+                if self._runtime is None:
+                    self._runtime = _OnnxRuntime(
+                        Path(self.model_path), Path(self.cache_dir), self.threads
+                    )
+        return self._runtime
+
+    @property
+    def dimension(self) -> int:
+        return self.load().dimension
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        return self.load().encode(texts, self.encode_batch_size).tolist()
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._encode([query])[0]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._encode([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._encode(texts)
+
+
+class _OnnxRuntime:
+    """The loaded tokenizer and onnxruntime session of one model folder."""
+
+    def __init__(self, model_dir: Path, cache_dir: Path, threads: int) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        from rag.onnx_bert import build_onnx, graph_bytes, read_configs
+
+        if not (model_dir / "model.safetensors").is_file():
+            raise BackendError(f"cannot load embedder: no model.safetensors in {model_dir}")
+        _, _, max_length = read_configs(model_dir)
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        # tokenizer.json pads every text to 128; like sentence-transformers we truncate at the
+        # model's max_seq_length and pad each batch to its own longest text.
+        tokenizer.enable_truncation(max_length=max_length)
+        tokenizer.no_padding()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: one per core
+        options.inter_op_num_threads = 1  # one chain of operators: parallelism is inside them
+        try:
+            graph: str | bytes = str(build_onnx(model_dir, cache_dir))
+        except OSError as error:  # a read-only storage folder: build it for this process only
+            logger.info(
+                "cannot keep the ONNX embedder in %s (%s); building it in memory", cache_dir, error
+            )
+            graph = graph_bytes(model_dir)
+        self.session = onnxruntime.InferenceSession(
+            graph, options, providers=["CPUExecutionProvider"]
+        )
+        self.tokenizer = tokenizer
+        self.dimension = int(self.session.get_outputs()[0].shape[1])
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> Any:
+        import numpy as np
+
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        # Longest first in batches, each padded only to its own longest text: short texts do not
+        # pay for long ones.
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = len(encodings[batch[0]].ids)
+            ids = np.zeros((len(batch), width), dtype=np.int64)  # 0 is [PAD]
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                length = len(encodings[i].ids)
+                ids[row, :length] = encodings[i].ids
+                mask[row, :length] = 1
+            vectors[batch] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return vectors
+
+
 def build_embedder(settings: Settings) -> BaseEmbedding:
     """The embedder named by RAG_EMBED_MODEL; nothing is loaded until it is first used."""
     name = settings.embed_model.strip()
     if name.startswith(OLLAMA_PREFIX):
         return _ollama_embedder(settings, name.removeprefix(OLLAMA_PREFIX))
     if name.startswith(BUNDLED_PREFIX):
-        path = str(bundled_model_dir(name.removeprefix(BUNDLED_PREFIX)))
+        return OnnxEmbedding(
+            model_name=name,
+            model_path=str(bundled_model_dir(name.removeprefix(BUNDLED_PREFIX))),
+            cache_dir=str(settings.storage_dir / "models" / "onnx"),
+            encode_batch_size=settings.embed_batch_size,
+            threads=settings.embed_threads,
+        )
     else:
         path = name  # a local folder, or a model already in the Hugging Face cache (read offline)
     return SentenceTransformerEmbedding(
@@ -128,7 +244,7 @@ def _ollama_embedder(settings: Settings, model: str) -> BaseEmbedding:
 
 def embedder_dimension(embedder: BaseEmbedding) -> int:
     """Vector size of an embedder (loads it; one probe embedding for backends that don't say)."""
-    if isinstance(embedder, SentenceTransformerEmbedding):
+    if isinstance(embedder, OnnxEmbedding | SentenceTransformerEmbedding):
         try:
             return embedder.dimension
         except OSError as error:

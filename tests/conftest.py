@@ -36,12 +36,12 @@ def corpus() -> Path:
 
 
 @pytest.fixture(scope="session")
-def embedder():  # type: ignore[no-untyped-def]
+def embedder(tmp_path_factory):  # type: ignore[no-untyped-def]
     """The real bundled MiniLM, loaded once for the whole run."""
     from rag.config import Settings
     from rag.embeddings import build_embedder
 
-    model = build_embedder(Settings())
+    model = build_embedder(Settings(storage_dir=tmp_path_factory.mktemp("embedder")))
     model.load()
     return model
 

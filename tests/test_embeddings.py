@@ -1,0 +1,67 @@
+"""The bundled embedder on onnxruntime: today's vectors without torch, wherever its cache can go."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import Settings
+from rag.embeddings import OnnxEmbedding, SentenceTransformerEmbedding, build_embedder
+from rag.loaders import load_bytes
+
+SAME_VECTOR = 0.999
+
+
+def corpus_texts(corpus: Path) -> list[str]:
+    """Paragraphs and lines of real documents: English prose (some longer than the model's 256
+    tokens, so truncation is compared too), Russian and English menu pages, job postings."""
+    texts = (corpus / "essays" / "paul_graham_essay.txt").read_text().split("\n\n")
+    for path in sorted((corpus / "jobs").iterdir()) + sorted((corpus / "menus").iterdir()):
+        for page in load_bytes(path.read_bytes(), path.name).pages:
+            texts += [page.text[:1500], *page.text.splitlines()[:40]]
+    return [text for text in texts if text.strip()]
+
+
+def test_the_onnx_runtime_gives_the_vectors_of_sentence_transformers(
+    embedder: OnnxEmbedding, corpus: Path
+) -> None:
+    texts = corpus_texts(corpus)
+    assert len(texts) > 300
+    reference = SentenceTransformerEmbedding(
+        model_name="reference", model_path=embedder.model_path
+    ).get_text_embedding_batch(texts)
+    ours = embedder.get_text_embedding_batch(texts)
+    cosines = np.sum(np.array(ours) * np.array(reference), axis=1)
+    assert cosines.min() >= SAME_VECTOR, texts[int(cosines.argmin())][:80]
+
+
+def test_the_bundled_embedder_runs_on_onnx_and_keeps_its_graph_under_storage(
+    tmp_path: Path,
+) -> None:
+    embedder = build_embedder(Settings(storage_dir=tmp_path / "storage"))
+    assert isinstance(embedder, OnnxEmbedding)
+    assert len(embedder.get_query_embedding("what does a Chimay Bleue cost?")) == 384
+    assert list((tmp_path / "storage" / "models" / "onnx").glob("*.onnx"))
+
+
+def test_a_storage_folder_that_cannot_be_written_still_embeds(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / "models").write_text("not a folder")  # the cache cannot be made
+    embedder = build_embedder(Settings(storage_dir=storage))
+    assert len(embedder.get_query_embedding("opening hours")) == 384
+
+
+def test_embedding_with_the_bundled_model_imports_no_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from rag.config import Settings\n"
+        "from rag.embeddings import build_embedder\n"
+        f"build_embedder(Settings(storage_dir={str(tmp_path)!r})).get_query_embedding('hi')\n"
+        "heavy = {'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
