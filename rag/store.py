@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
-from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
-from llama_index.vector_stores.chroma import ChromaVectorStore
+from typing import TYPE_CHECKING, Any
 
 from rag.config import Settings
+
+if TYPE_CHECKING:  # LlamaIndex loads on first write or query: `rag status` never needs it
+    from llama_index.core.schema import BaseNode, NodeWithScore
+
 from rag.errors import EmbedderMismatch, RagError, StorageFull, StorageReadOnly, StoreError
 
 logger = logging.getLogger(__name__)
@@ -230,14 +230,18 @@ class ChunkStore:
                 f"or set RAG_EMBED_MODEL={recorded.embedder}"
             )
 
-    def vector_store(self) -> ChromaVectorStore:
-        """The same collection as LlamaIndex's own vector store type."""
+    def vector_store(self) -> Any:
+        """The same collection as LlamaIndex's own ChromaVectorStore (for the baseline benches)."""
+        from llama_index.vector_stores.chroma import ChromaVectorStore
+
         return ChromaVectorStore(chroma_collection=self.collection)
 
     def count(self) -> int:
         return int(self.collection.count())
 
     def upsert(self, nodes: Sequence[BaseNode]) -> None:
+        from llama_index.core.schema import MetadataMode
+
         """Write nodes (with embeddings) in LlamaIndex's metadata layout; same id overwrites."""
         for start in range(0, len(nodes), WRITE_BATCH):
             batch = nodes[start : start + WRITE_BATCH]
@@ -345,6 +349,8 @@ class ChunkStore:
         if top_k <= 0:
             return []
         from chromadb.errors import ChromaError
+        from llama_index.core.schema import NodeWithScore
+        from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
         try:
             result = self.current().query(
@@ -385,6 +391,8 @@ def _user_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _flat_metadata(node: BaseNode) -> dict[str, Any]:
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
     metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=True)
     return {key: ("" if value is None else value) for key, value in metadata.items()}
 
