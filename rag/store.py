@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.config import Settings
+from rag.errors import EmbedderMismatch, RagError, StorageFull, StorageReadOnly, StoreError
 
 if TYPE_CHECKING:  # LlamaIndex loads on first write or query: `rag status` never needs it
     from llama_index.core.schema import BaseNode, NodeWithScore
-
-from rag.errors import EmbedderMismatch, RagError, StorageFull, StorageReadOnly, StoreError
 
 logger = logging.getLogger(__name__)
 
