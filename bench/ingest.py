@@ -5,7 +5,8 @@
 All runs embed the same chunks: the chunk texts our splitter makes from the essay and a few corpus
 PDFs (the list is printed). Measures, in one process, with one loaded copy of the bundled MiniLM:
 
-  (a) raw sentence-transformers `encode` of those chunk texts (texts/s): the limit;
+  (a) the embedder runtime's own encode of those chunk texts (onnxruntime; texts/s): the limit;
+  (a') the same through sentence-transformers on torch, the runtime it replaced;
   (b) `Index.ingest` of the files into a temp storage, end to end (parse in the worker process,
       split, embed, write to embedded Chroma, manifest), chunks/s;
   (c) LlamaIndex's default path: `VectorStoreIndex.from_documents` with `HuggingFaceEmbedding` of
@@ -71,6 +72,8 @@ class Results:
     chunks: int
     raw_tps: float = 0.0
     raw_s: float = 0.0
+    torch_tps: float = 0.0
+    torch_s: float = 0.0
     ours_cps: float = 0.0
     ours_s: float = 0.0
     llama_cps: float = 0.0
@@ -127,12 +130,33 @@ class _NoStore:
 
 
 def bench_raw(embedder: Any, texts: list[str], batch_size: int) -> tuple[float, float]:
-    model = embedder.load()
-    model.encode(texts[:16], batch_size=batch_size, show_progress_bar=False)  # warm-up
+    """Texts/s of the embedder's own runtime with nothing around it (onnxruntime for the bundled
+    model, sentence-transformers otherwise)."""
+    from rag.embeddings import OnnxEmbedding
+
+    runtime = embedder.load()
+
+    def encode(batch: list[str]) -> Any:
+        if isinstance(embedder, OnnxEmbedding):
+            return runtime.encode(batch, batch_size)
+        return runtime.encode(batch, batch_size=batch_size, show_progress_bar=False)
+
+    encode(texts[:16])  # warm-up
     started = time.perf_counter()
-    model.encode(texts, batch_size=batch_size, show_progress_bar=False)
+    encode(texts)
     seconds = time.perf_counter() - started
     return len(texts) / seconds, seconds
+
+
+def bench_raw_torch(embedder: Any, texts: list[str]) -> tuple[float, float]:
+    """The same model through sentence-transformers on torch: the runtime the bundled model had
+    before onnxruntime (batch 32, its old default)."""
+    from rag.embeddings import SentenceTransformerEmbedding
+
+    torch_embedder = SentenceTransformerEmbedding(
+        model_name="torch", model_path=embedder.model_path, encode_batch_size=32
+    )
+    return bench_raw(torch_embedder, texts, 32)
 
 
 # --- (b) + (d) ours --------------------------------------------------------------------------------
@@ -318,8 +342,14 @@ def print_table(r: Results) -> None:
     reingest_pct = 100.0 * r.reingest_s / r.ours_s if r.ours_s else 0.0
     rows = [
         (
-            "(a) raw encode (the limit)",
+            "(a) raw onnxruntime encode (the limit)",
             f"{r.raw_tps:.1f} texts/s ({r.chunks} in {r.raw_s:.1f} s)",
+            "-",
+            "",
+        ),
+        (
+            "(a') raw torch encode (old runtime)",
+            f"{r.torch_tps:.1f} texts/s ({r.chunks} in {r.torch_s:.1f} s)",
             "-",
             "",
         ),
@@ -371,8 +401,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet()
 
-    import torch
-
     from rag.config import Settings
     from rag.embeddings import build_embedder
 
@@ -397,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
 
         say(f"(a) raw encode of {len(texts)} chunk texts")
         results.raw_tps, results.raw_s = bench_raw(embedder, texts, settings.embed_batch_size)
+        say(f"(a') raw sentence-transformers (torch) encode of {len(texts)} chunk texts")
+        results.torch_tps, results.torch_s = bench_raw_torch(embedder, texts)
 
         say("(b) ours: Index.ingest, then (d) an unchanged re-ingest")
         chunks, results.ours_s, results.reingest_s = bench_ours(work / "ours", embedder, files)
@@ -429,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     words = [len(t.split()) for t in texts]
     print(
         f"rag ingest bench{' (--quick)' if args.quick else ''}: {os.cpu_count()} cores, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"embedder threads {settings.embed_threads or 'all'}, "
         f"load average {load_before[0]:.2f} at start / {os.getloadavg()[0]:.2f} at end"
     )
     print(
@@ -438,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         f"words mean, {max(words)} max) of: {', '.join(Path(n).name for n in names)}"
     )
     print(
-        "embedder: bundled all-MiniLM-L6-v2, encode batch "
+        "embedder: bundled all-MiniLM-L6-v2 on onnxruntime, encode batch "
         f"{settings.embed_batch_size}; LlamaIndex run: HuggingFaceEmbedding defaults "
         "(embed_batch_size 10), same splitter sizes, parsing not timed; ours: parsing timed"
     )
