@@ -10,10 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+from typing import TYPE_CHECKING
 
 from rag.config import Settings
 from rag.errors import ConfigError, FileRefused, StorageLocked
@@ -21,6 +18,10 @@ from rag.loaders import LoadedFile, content_hash, document_title, is_supported, 
 from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
 from rag.parsing import ParseWorker
 from rag.store import ChunkStore, ensure_room
+
+if TYPE_CHECKING:  # LlamaIndex loads when files are split: `rag remove` never needs it
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.schema import TextNode
 
 # Chunks embedded and written together. Large enough that sorting by length keeps padding low,
 # small enough for steady progress and bounded memory.
@@ -152,6 +153,8 @@ class Indexer:
         self.store = store
         self.manifest = manifest
         self.collection = store.name
+        from llama_index.core.node_parser import SentenceSplitter
+
         self.splitter = SentenceSplitter(
             chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap
         )
@@ -300,6 +303,8 @@ class Indexer:
 
     def chunk(self, loaded: LoadedFile, source: SourceFile, digest: str) -> list[TextNode]:
         """Split page by page (a chunk never spans two pages) into nodes with deterministic ids."""
+        from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+
         nodes: list[TextNode] = []
         for page in loaded.pages:
             cursor = 0
