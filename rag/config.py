@@ -87,7 +87,11 @@ class Settings(BaseSettings):
     retrieval: Literal["hybrid", "vector", "bm25"] = "hybrid"
 
     # LLM backends.
-    llm: Literal["auto", "embedded", "ollama", "openai", "bedrock"] = "auto"
+    llm: Literal["auto", "embedded", "gguf", "ollama", "openai", "bedrock"] = "auto"
+    # RAG_LLM=gguf: any GGUF chat model file, run in-process (unset: the shipped SmolLM2 GGUF),
+    # on this many threads (0 = every core this process may use).
+    gguf_path: Path | None = None
+    gguf_threads: int = Field(default=0, ge=0, le=256)
     ollama_base_url: str = Field(
         default="http://localhost:11434",
         validation_alias=AliasChoices("OLLAMA_BASE_URL", "RAG_OLLAMA_BASE_URL"),
@@ -120,7 +124,7 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=1, le=65535)
 
-    @field_validator("collection", "top_k", mode="before")
+    @field_validator("collection", "top_k", "gguf_path", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Compose passes an unset optional setting as "" (RAG_TOP_K: ${RAG_TOP_K:-}).

