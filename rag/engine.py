@@ -48,6 +48,8 @@ MODEL_DECLINES = re.compile(
     r"no information)\b",
     re.I,
 )
+# Characters a rewritten follow-up may add to the follow-up and the earlier question together.
+REWRITE_SLACK = 20
 # Quotes shown under an answer: the best spans, while they score this close to the best one.
 QUOTES_SHOWN = 3
 QUOTE_CHARS = 300
@@ -198,9 +200,15 @@ class ChatEngine:
         rewritten = " ".join(rewritten.strip().split())
         own, kept = content_stems(question), content_stems(rewritten)
         brought_in = content_stems(earlier[-1]) - own
-        # A tiny model rambles, or repeats the earlier question: keep a rewrite only when it is
-        # short, brings in the earlier subject and keeps most of what the follow-up asks.
-        fits = bool(rewritten) and len(rewritten) <= 3 * len(question) + 200
+        # A tiny model rambles, parrots an earlier reply, or repeats the earlier question: keep a
+        # rewrite only when it is one question no longer than the two questions together, brings
+        # in the earlier subject and keeps most of what the follow-up asks.
+        fits = (
+            bool(rewritten)
+            and len(rewritten) <= len(question) + len(earlier[-1]) + REWRITE_SLACK
+            and len(list(sentences([rewritten]))) == 1
+            and (rewritten.endswith("?") or not question.rstrip().endswith("?"))
+        )
         if fits and kept & brought_in and len(kept & own) >= len(own) / 2:
             return rewritten
         return self.with_subject(question, earlier[-1])

@@ -176,6 +176,21 @@ def test_a_rewrite_that_loses_the_follow_up_gives_way_to_the_earlier_subject(
     assert follow_up.standalone_question == "And on Sundays? (lighthouse open)"
 
 
+def test_a_rewrite_that_parrots_an_earlier_reply_gives_way_to_the_earlier_subject(
+    filled_index: Index, ollama: FakeOllama
+) -> None:
+    engine = ollama_engine(filled_index, ollama)
+    list(engine.ask("When does the lighthouse open?").stream())
+    # A tiny model copying the refusal text of the conversation instead of rewriting.
+    ollama.reply = (
+        "The documents don't say when the lighthouse opens. I searched for "
+        "\u201cWhen does the lighthouse open on Sundays?\u201d."
+    )
+    follow_up = engine.ask("And on Sundays?")
+    list(follow_up.stream())
+    assert follow_up.standalone_question == "And on Sundays? (lighthouse open)"
+
+
 def test_a_standalone_question_is_not_rewritten(filled_index: Index, ollama: FakeOllama) -> None:
     engine = ollama_engine(filled_index, ollama)
     list(engine.ask("When does the lighthouse open?").stream())
