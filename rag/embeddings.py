@@ -39,22 +39,41 @@ def bundled_model_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / folder
 
 
-class SentenceTransformerEmbedding(BaseEmbedding):
-    """A sentence-transformers model run in-process on CPU, loaded on first use, vectors normalised.
+class _InProcessEmbedding(BaseEmbedding):
+    """An embedder run in this process: LlamaIndex's API over one `_encode(texts)`.
 
-    Whole lists go to `encode` in one call: sentence-transformers sorts them by length and pads per
-    batch, which is what makes it faster than embedding in small fixed groups.
+    Whole lists go to `_encode` in one call (the base class would cut them into groups of 10):
+    the runtime sorts them by length and pads per batch, which is what makes it fast.
     """
+
+    def __init__(self, **data: Any) -> None:
+        data.setdefault("embed_batch_size", 2048)
+        super().__init__(**data)
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        raise NotImplementedError
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._encode([query])[0]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._encode([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._encode(texts)
+
+
+class SentenceTransformerEmbedding(_InProcessEmbedding):
+    """A sentence-transformers model run in-process on CPU (torch), loaded on first use, vectors
+    normalised."""
 
     model_path: str
     encode_batch_size: int = 32
     threads: int = 0
     _model: Any = PrivateAttr(default=None)
-
-    def __init__(self, **data: Any) -> None:
-        # The base class would cut our lists into groups of 10; we let encode() batch instead.
-        data.setdefault("embed_batch_size", 2048)
-        super().__init__(**data)
 
     @classmethod
     def class_name(cls) -> str:
@@ -87,20 +106,8 @@ class SentenceTransformerEmbedding(BaseEmbedding):
         )
         return vectors.tolist()
 
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._encode([query])[0]
 
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._encode([text])[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._encode(texts)
-
-
-class OnnxEmbedding(BaseEmbedding):
+class OnnxEmbedding(_InProcessEmbedding):
     """A BERT sentence embedder run on onnxruntime: the same vectors as sentence-transformers
     (cosine >= 0.999, tests/test_embeddings.py) without importing torch, about twice as fast.
 
@@ -113,10 +120,6 @@ class OnnxEmbedding(BaseEmbedding):
     encode_batch_size: int = 8
     threads: int = 0
     _runtime: Any = PrivateAttr(default=None)
-
-    def __init__(self, **data: Any) -> None:
-        data.setdefault("embed_batch_size", 2048)  # whole lists reach _encode, which batches
-        super().__init__(**data)
 
     @classmethod
     def class_name(cls) -> str:
@@ -137,18 +140,6 @@ class OnnxEmbedding(BaseEmbedding):
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         return self.load().encode(texts, self.encode_batch_size).tolist()
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._encode([query])[0]
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._encode([text])[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._encode(texts)
 
 
 class _OnnxRuntime:

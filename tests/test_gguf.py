@@ -8,11 +8,11 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from generation import no_generation_within
 from llama_index.core.llms import ChatMessage, MessageRole
 
 from rag import cli
@@ -54,15 +54,7 @@ def long_llm(llm: GGUFLLM) -> GGUFLLM:
     return gguf(temperature=0.0, max_new_tokens=300)
 
 
-def _generation_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "gguf-llm-generate"]
-
-
-def _wait_until_no_generation(seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _generation_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not _generation_threads()
+GENERATION_THREAD = "gguf-llm-generate"
 
 
 def test_gguf_defaults_to_the_shipped_smollm2_file_as_it_is(llm: GGUFLLM) -> None:
@@ -165,7 +157,7 @@ def test_gguf_closing_a_stream_stops_its_generation(long_llm: GGUFLLM) -> None:
     stream = long_llm.stream_complete(STORY, formatted=True)
     assert next(stream).delta
     stream.close()
-    assert _wait_until_no_generation(4)
+    assert no_generation_within(GENERATION_THREAD, 4)
     assert model.cached_tokens < len(prompt) + 100  # stopped long before its 300 tokens
     assert long_llm.complete("Name a colour.").text  # the lock was released
 
@@ -186,7 +178,7 @@ def test_gguf_cancelling_an_async_stream_stops_its_generation(long_llm: GGUFLLM)
         return first.delta or ""
 
     assert asyncio.run(start_then_cancel())
-    assert _wait_until_no_generation(4)
+    assert no_generation_within(GENERATION_THREAD, 4)
     assert model.cached_tokens < len(prompt) + 150
 
 

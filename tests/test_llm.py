@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from generation import no_generation_within
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -120,15 +121,7 @@ def test_embedded_concurrent_generations_do_not_mix(embedded_llm: EmbeddedLLM) -
     assert results == [expected, expected]
 
 
-def _generation_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "embedded-llm-generate"]
-
-
-def _wait_until_no_generation(seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _generation_threads() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not _generation_threads()
+GENERATION_THREAD = "embedded-llm-generate"
 
 
 # A raw prompt the model continues for all of its 300 tokens (10 s or more on 2 cores).
@@ -147,7 +140,7 @@ def test_embedded_closing_a_stream_stops_its_generation(long_llm: EmbeddedLLM) -
     stream = long_llm.stream_complete(COUNTING, formatted=True)
     assert next(stream).delta
     stream.close()
-    assert _wait_until_no_generation(4)
+    assert no_generation_within(GENERATION_THREAD, 4)
     assert long_llm.complete("Name a colour.").text  # the lock was released
 
 
@@ -164,7 +157,7 @@ def test_embedded_cancelling_an_async_stream_stops_its_generation(long_llm: Embe
         return first.delta or ""
 
     assert asyncio.run(start_then_cancel())
-    assert _wait_until_no_generation(4)
+    assert no_generation_within(GENERATION_THREAD, 4)
 
 
 @pytest.mark.slow
