@@ -308,4 +308,9 @@ def build_onnx(model_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[s
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # Files of older stamps are 90 MB each and never read again. A process that has one open is
+    # unaffected: onnxruntime reads the whole file when its session is created.
+    for old in cache_dir.glob(f"{model_dir.name}-*.onnx"):
+        if old != target:
+            old.unlink(missing_ok=True)
     return target
