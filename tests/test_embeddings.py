@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from rag import embeddings
 from rag.config import Settings
 from rag.embeddings import OnnxEmbedding, SentenceTransformerEmbedding, build_embedder
 from rag.loaders import load_bytes
@@ -65,3 +67,13 @@ def test_embedding_with_the_bundled_model_imports_no_torch(tmp_path: Path) -> No
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_disk_without_room_for_the_graph_embeds_from_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More room asked for than any disk has: the graph is built for this process only.
+    monkeypatch.setattr(embeddings, "GRAPH_ROOM_MARGIN_MB", 2**40)
+    embedder = build_embedder(Settings(storage_dir=tmp_path / "storage"))
+    assert len(embedder.get_query_embedding("opening hours")) == 384
+    assert not list((tmp_path / "storage").rglob("*.onnx"))

@@ -67,8 +67,9 @@ def test_embedded_first_load_converts_once_into_a_safetensors_folder(
         assert (folder / name).is_file(), name
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config
-    leftovers = [p.name for p in folder.parent.iterdir() if p.name != folder.name]
-    assert leftovers == []  # the stale temp folder is gone, and no new one was left
+    # The stale temp folder is gone, and no new one was left (the embedder's graph may be there).
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name not in (folder.name, "onnx")]
+    assert leftovers == []
 
 
 @pytest.mark.slow
