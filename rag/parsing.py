@@ -85,8 +85,11 @@ class ParseWorker:
             try:
                 pickle.dump((data, name), process.stdin)
                 process.stdin.flush()
-                ready, _, _ = select.select([process.stdout], [], [], self.timeout_s)
-                if not ready:
+                # poll, not select: select() cannot watch a descriptor numbered 1024 or more,
+                # which a busy app process (sockets, stores, models) reaches.
+                watch = select.poll()
+                watch.register(process.stdout, select.POLLIN)
+                if not watch.poll(self.timeout_s * 1000):
                     self._kill()
                     raise FileRefused(
                         name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import time
 import zlib
@@ -369,3 +370,15 @@ def test_the_chat_refuses_an_empty_upload_with_its_reason(
     response = upload_response.value
     assert response.status in (400, 422), response.status
     assert "empty" in response.json()["detail"]
+
+
+def test_a_process_with_over_1024_open_descriptors_still_parses() -> None:
+    # A busy app holds sockets, stores and models open; select() breaks past descriptor 1023.
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with ParseWorker(timeout_s=60) as parse_worker:
+            loaded = parse_worker.parse(b"Chimay Bleue 3.50e", "menu.txt")
+        assert "Chimay" in loaded.pages[0].text
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
