@@ -13,17 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from rag.config import Settings, validate_collection_name
 from rag.errors import ConfigError, RagError, StorageLocked
+from rag.ingest import (
+    Indexer,
+    IngestReport,
+    ProgressCallback,
+    SourceFile,
+    document_id,
+    find_sources,
+    remove_file,
+    storage_lock,
+)
 from rag.manifest import Manifest
 from rag.profiles import active_profile
-
-if TYPE_CHECKING:
-    from llama_index.core.base.embeddings.base import BaseEmbedding
-
-    from rag.ingest import Indexer, IngestReport, ProgressCallback
-    from rag.retrieve import Retriever, Source
-
-# Ingest, retrieval and the embedder (LlamaIndex, the model runtime) are imported where they are
-# used: `rag status` and `rag --help` never need them.
 from rag.store import (
     THIS_PROCESS,
     ChunkStore,
@@ -33,6 +34,13 @@ from rag.store import (
     list_collections,
     storage_faults,
 )
+
+# Retrieval and the embedder (LlamaIndex, the model runtime) are imported where they are used:
+# `rag status`, `rag remove` and `rag --help` never need them.
+if TYPE_CHECKING:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    from rag.retrieve import Retriever, Source
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +160,6 @@ class Index:
             yield self.retriever(name)
 
     def _follow_other_writers(self, name: str) -> None:
-        from rag.ingest import storage_lock
-
         seen = self._seen.get(name)
         if seen is None or self.settings.chroma_host:  # a server sees every client's writes
             return
@@ -202,8 +208,6 @@ class Index:
 
         `fresh` empties the collection first (its files stay in the manifest, marked unindexed).
         """
-        from rag.ingest import Indexer, storage_lock
-
         name = collection or self.default_collection
         with self.storage_faults(), storage_lock(self.settings.storage_dir, wait_s=wait_s):
             if not self.settings.chroma_host:
@@ -226,8 +230,6 @@ class Index:
         wait_s: float = 0.0,
     ) -> IngestReport:
         """Sync files and folders into a collection (waiting up to `wait_s` for the write lock)."""
-        from rag.ingest import find_sources
-
         sources, folders = find_sources(paths)
         with self.writer(collection, wait_s=wait_s) as indexer:
             return indexer.sync(sources, folders, progress)
@@ -241,8 +243,6 @@ class Index:
         progress: ProgressCallback | None = None,
     ) -> IngestReport:
         """Index one file for one chat only (a chat attachment), under its original `name`."""
-        from rag.ingest import SourceFile
-
         source = SourceFile(path.resolve(), path.resolve().parent, name, chat_id=chat_id)
         with self.writer(collection, wait_s=self.settings.lock_wait_s) as indexer:
             return indexer.sync([source], [], progress)
@@ -254,8 +254,6 @@ class Index:
         progress: ProgressCallback | None = None,
     ) -> IngestReport:
         """Re-embed a collection from scratch (after an embedder change): its files plus `paths`."""
-        from rag.ingest import SourceFile, find_sources
-
         sources, folders = find_sources(paths)
         with self.writer(collection, fresh=True) as indexer:
             known = {source.doc_id for source in sources}
@@ -273,8 +271,6 @@ class Index:
 
     def remove(self, file: str, collection: str | None = None) -> list[str]:
         """Drop one file's chunks, by the name shown in results or by its path; returns names removed."""
-        from rag.ingest import document_id, remove_file, storage_lock
-
         name = collection or self.default_collection
         path = Path(file)
         candidates = {document_id(path.resolve().parent, path.name)} if path.exists() else set()
@@ -293,8 +289,6 @@ class Index:
 
     def remove_document(self, doc_id: str, collection: str | None = None) -> None:
         """Drop one document's chunks by its id (other files of the same name stay)."""
-        from rag.ingest import remove_file, storage_lock
-
         name = collection or self.default_collection
         with (
             self.storage_faults(),
