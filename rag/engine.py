@@ -13,7 +13,7 @@ from llama_index.core.llms import LLM
 from llama_index.core.memory import ChatSummaryMemoryBuffer
 from llama_index.core.utils import get_tokenizer
 
-from rag.evidence import Evidence, Findings, named_files, question_terms, select
+from rag.evidence import QUESTION_WORDS, Evidence, Findings, named_files, question_terms, select
 from rag.index import Index
 from rag.llm import as_backend_error, describe_llm
 from rag.loaders import document_title
@@ -222,8 +222,8 @@ class ChatEngine:
             idf = retriever.keyword_index().idf
         terms = [t for t in question_terms(earlier, idf) if t.stem not in known]
         terms.sort(key=lambda t: (not t.proper, -t.weight))
-        chosen = {t.position for t in terms[:FOLLOW_UP_TERMS]}
-        words = re.findall(r"\d+(?:[.,]\d+)*|\w+", earlier)
+        chosen = {t.position + i for t in terms[:FOLLOW_UP_TERMS] for i in range(t.words)}
+        words = QUESTION_WORDS.findall(earlier)
         subject = " ".join(word for position, word in enumerate(words) if position in chosen)
         return f"{question} ({subject or earlier})"
 

@@ -22,6 +22,9 @@ PROSE_LINE = 160
 UNKNOWN_NAME_FACTOR = 0.6
 # Spans of one file whose terms together decide whether a question is answered.
 JOINT_SPANS = 3
+# The best spans, any of which may show the question is answered (the best by score may be a
+# line whose key names the attribute asked, sure of less than the one after it).
+CONFIDENT_SPANS = 2
 # A word in at most this many passages is distinctive enough to name a file by its title.
 RARE_CHUNKS = 3
 EMBED_CHARS = 240
@@ -38,11 +41,19 @@ SPECIFIC_TYPE_BONUS = 0.08
 SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]*\s+(?=[\"“«(]?[A-ZА-ЯЁ0-9])")
 # A line that plainly goes on in the next one (wrapped prose, an item name over two lines).
 CONTINUES = re.compile(r"[,(\-–—/&+=×]$|\b(?:and|or|of|the|a|an|to|with|in|for|и|с|в|на)$", re.I)
+# A line ending in an operator goes on whatever the next starts with ("40 work-hours × $85 per
+# hour =" over "$3,400."): the result is the fact the line is about.
+OPERATOR_END = re.compile(r"[=×+:]\s*$|\s[-–—/x]\s*$")
 # "title: Junior Developer", "work[0].name: Pied Piper": one fact a line, whatever its case.
 KEY_VALUE = re.compile(r"^[\w\[\]. -]{1,40}: ")
 # A line of a flattened JSON record: "work[0].name: Pied Piper" (the record is "work[0]").
 RECORD = re.compile(r"([\w.]+\[\d+\])[\w.\[\]]*: ")
 RECORD_LINES = 8
+# The keys of a unit's key: value lines, and what a key naming a question's word adds.
+KEYS = re.compile(r"^([\w\[\]. -]{1,40}): ", re.M)
+KEY_BONUS = 0.1
+# A record's own name ("title: Web Developer" atop a job posting's fields) heads its other lines.
+NAMING_KEY = re.compile(r"^(?:title|name): ", re.I)
 # A bulleted item of a few words ("- Postgres"): a run of them under a lead-in is one list, and
 # a question about the list ("which databases ...") is answered by the whole of it.
 LIST_ITEM = re.compile(r"^[-*•–]\s+\S")
@@ -67,6 +78,7 @@ NUMBER_WORD = re.compile(
 # Words that ask for a kind of answer rather than name a subject (checked by ANSWER_TYPES).
 ATTRIBUTE_WORDS = """
 cost costs price prices priced pay paid expensive cheap cheapest charge much many number amount
+based located situated headquartered
 stoit стоит стоят стоимость цена цены сколько
 """
 # Words naming a kind of document: in a question they never single out one file by its name.
@@ -129,12 +141,24 @@ HOW_MANY = re.compile(
     re.I,
 )
 
+# A question answered by a name: "who ...", "which company ...", "what language ...".
+ASKS_NAME = re.compile(
+    r"^\W*(?:who|whom|whose)\b|\b(?:which|what)\s+(?!(?:is|are|was|were|do|does|did|can|could|will"
+    r"|would|should|has|have|had|kind|sort|type|time|year|day|date|price|size|number|amount)\b)"
+    r"[^\W\d_]+",
+    re.I,
+)
+
 # Kinds a question leans to without requiring them: passages of the kind rank higher.
 PREFERRED_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
     (re.compile(asks, re.I), re.compile(needs, re.I))
     for asks, needs in (
         (r"\b(when|what date|which date|deadline|due|how long)\b|когда", r"\d"),
         (r"\b(size|portion|how much .* (weigh|contain))\b", r"\d"),
+        (
+            r"\bwhere\b.*\b(based|located|situated|headquartered)\b",
+            r"\b(location|address|city|based|located|situated|headquarter\w*|country)\b",
+        ),
     )
 )
 
@@ -260,6 +284,8 @@ def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bo
     # A menu item whose weight and price are printed on the line below it.
     if not any(ch.isdigit() for ch in previous) and PRICE_LINE.match(line):
         return True
+    if OPERATOR_END.search(previous) and DIGIT.search(previous) and not LIST_ITEM.match(line):
+        return True
     if not line[0].isalnum() or KEY_VALUE.match(line) or _table_row(line):
         return False
     if line[0].islower() or CONTINUES.search(previous):
@@ -282,6 +308,8 @@ def is_heading(line: str, following: str) -> bool:
     ("Core job duties include:")."""
     if line.rstrip().endswith(":") and len(line.split()) <= 8:
         return True
+    if KEY_VALUE.match(line):  # "remote: Hybrid" is a fact, not a title
+        return False
     return len(line.split()) <= 4 and not DIGIT.search(line) and bool(DIGIT.search(following))
 
 
@@ -291,6 +319,11 @@ def _strip(text: str, start: int, end: int) -> tuple[int, int]:
     while end > start and text[end - 1].isspace():
         end -= 1
     return start, end
+
+
+# Words of a question as terms count them (positions in it), and hyphenated compounds.
+QUESTION_WORDS = re.compile(r"\d+(?:[.,]\d+)*|\w+")
+COMPOUND = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)+")
 
 
 # --- matching terms ---------------------------------------------------------------------------------
@@ -325,17 +358,37 @@ class Term:
     raw: str
     weight: float
     proper: bool = False
-    position: int = 0  # index of its word in the question
+    position: int = 0  # index of its (first) word in the question's QUESTION_WORDS
+    words: int = 1  # how many of those words it spans: a compound ("on-call") has several
+
+    @property
+    def compound(self) -> bool:
+        return self.words > 1
 
 
 def question_terms(question: str, idf: Any) -> list[Term]:
     """The subject words of a question (no function or attribute words), weighted by IDF;
-    a proper name ("Duvel", "Bosfor", "FAA") is marked as such."""
+    a proper name ("Duvel", "Bosfor", "FAA") is marked as such, and a hyphenated compound
+    ("on-call", "gluten-free") is one term: its parts alone mean something else."""
     stop = stopwords() | stems_of(ATTRIBUTE_WORDS)
     proper = {name.casefold() for name in names(question)}
     unseen = idf("\0")  # the rarity of a word no chunk has
     terms: dict[str, Term] = {}
-    for position, raw in enumerate(re.findall(r"\d+(?:[.,]\d+)*|\w+", question)):
+    compounds = {match.start(): match for match in COMPOUND.finditer(question)}
+    inside = -1  # the end of the compound the current word belongs to
+    for position, word in enumerate(QUESTION_WORDS.finditer(question)):
+        if word.start() < inside:
+            continue
+        compound = compounds.get(word.start())
+        if compound is not None:
+            inside = compound.end()
+            parts = compound.group().casefold().split("-")
+            stems = [stem for part in parts for stem in tokenize(part) if stem not in stop]
+            rarity = max((idf(stem) for stem in stems), default=unseen)
+            key = "-".join(parts)
+            terms.setdefault(key, Term(key, key, rarity, False, position, len(parts)))
+            continue
+        raw = word.group()
         for stem in tokenize(raw):
             if stem in stop or stem in terms or (len(stem) < 2 and not stem.isdigit()):
                 continue
@@ -355,15 +408,26 @@ class TermMatcher:
     def __init__(self, terms: Sequence[Term]) -> None:
         self.terms = list(terms)
         self._skeletons = {
-            term.stem: skeleton(term.raw) for term in terms if not term.raw.isdigit()
+            term.stem: skeleton(term.raw)
+            for term in terms
+            if not term.raw.isdigit() and not term.compound
+        }
+        # "on-call" is written "on-call", "on call" or "oncall".
+        self._compounds = {
+            term.stem: re.compile(
+                r"\b" + r"[-\s]?".join(map(re.escape, term.raw.split("-"))) + r"\b", re.I
+            )
+            for term in terms
+            if term.compound
         }
 
     def matched(self, text: str, cross_script: bool = True) -> set[str]:
         stems = set(tokenize(text))
         found = {term.stem for term in self.terms if term.stem in stems}
+        found |= {stem for stem, pattern in self._compounds.items() if pattern.search(text)}
         # "keeps" and "keeper": one stem the start of the other (both at least 4 letters).
         for term in self.terms:
-            if term.stem in found or len(term.stem) < 4 or term.stem.isdigit():
+            if term.stem in found or len(term.stem) < 4 or term.stem.isdigit() or term.compound:
                 continue
             if any(
                 len(stem) >= 4 and (stem.startswith(term.stem) or term.stem.startswith(stem))
@@ -392,6 +456,10 @@ class TermMatcher:
         """Whether a file's words (stems and cross-script skeletons) hold the term."""
         if term.stem in vocabulary:
             return True
+        if term.compound:
+            return all(
+                stem in vocabulary for part in term.raw.split("-") for stem in tokenize(part)
+            )
         shape = self._skeletons.get(term.stem, "")
         return len(shape) >= 2 and len(term.raw) >= 4 and f"~{shape}" in vocabulary
 
@@ -432,6 +500,11 @@ class _Candidate:
     score: float = 0.0
     subject: list[Term] = field(default_factory=list)
     scoped: bool = False  # its file is about a name the question uses
+    keyed: set[str] = field(
+        default_factory=set
+    )  # question terms in the keys of its key: value lines
+    # The sentence after this one in its paragraph, when this one is a sentence of prose.
+    following: tuple[int, int] | None = None
 
 
 def shared_run(words: Sequence[str], text: str) -> int:
@@ -558,15 +631,22 @@ def select(
         for position, (start, end) in enumerate(spans):
             following = lines[position + 1] if position + 1 < len(lines) else ""
             titled = is_heading(lines[position], following)
-            if titled:
+            if titled or NAMING_KEY.match(lines[position]):
                 heading = owns[position]
             neighbours: set[str] = set(heading)
             for other in (position - 1, position + 1):
                 if 0 <= other < len(spans):
                     neighbours |= owns[other]
             candidate = _Candidate(rank, hit, start, end, owns[position], neighbours, file)
+            keys = KEYS.findall(lines[position])
+            if keys:
+                candidate.keyed = matcher.matched(" ".join(keys), False)
+            if position + 1 < len(spans) and _same_paragraph(text, end, spans[position + 1]):
+                candidate.following = spans[position + 1]
             candidate.informative = not titled and (
-                len(lines[position].split()) >= 3 or any(ch.isdigit() for ch in lines[position])
+                len(lines[position].split()) >= 3
+                or any(ch.isdigit() for ch in lines[position])
+                or bool(keys)  # "remote: Hybrid" states a fact in two words
             )
             candidates.append(candidate)
     if not candidates:
@@ -608,13 +688,19 @@ def select(
             candidate.score *= 0.5
         if not candidate.informative:  # "Sandwiches", "Notes": a heading answers nothing itself
             candidate.score *= 0.7
+        # "remote: Hybrid" for "is the job remote?": a key that names what the question asks
+        # about is the attribute it asks for, whatever the value says.
+        if candidate.keyed & {t.stem for t in candidate.subject if not t.proper}:
+            candidate.score += KEY_BONUS
         # A question that quotes the document ("where does it say '...'?") finds that very line.
         run = shared_run(asked_words, _text(candidate))
         candidate.score += min(QUOTE_BONUS_CAP, QUOTE_BONUS * max(0, run - QUOTE_RUN + 1))
     ranked = _distinct(sorted(candidates, key=lambda c: c.score, reverse=True))
     closest = [_evidence(c) for c in ranked[:3]]
     eligible = [c for c in ranked if c.typed and c.eligible]
-    confidence = _confidence(eligible[0], eligible) if eligible else 0.0
+    # A heading ("Capital" over a column) names a subject but answers nothing itself.
+    answering = [c for c in eligible if c.informative]
+    confidence = max((_confidence(c, eligible) for c in answering[:CONFIDENT_SPANS]), default=0.0)
     if eligible and wanted is not None and wanted[0] in SPECIFIC_TYPES:
         confidence += SPECIFIC_TYPE_BONUS
     unknown = [t.raw for t in terms if t.proper and not scopes.known(t)]
@@ -647,6 +733,8 @@ def select(
                 continue
             per_chunk[candidate.hit_rank] = per_chunk.get(candidate.hit_rank, 0) + 1
             chosen.append(candidate)
+    for candidate in chosen:
+        _complete(candidate, question, terms, wanted)
     return Findings(
         question=question,
         evidence=[_evidence(c) for c in chosen],
@@ -655,6 +743,42 @@ def select(
         confidence=round(confidence, 4),
         reason=reason,
     )
+
+
+def _same_paragraph(text: str, end: int, following: tuple[int, int]) -> bool:
+    """Whether the unit at `following` is the next sentence of the prose the unit ending at `end`
+    belongs to (no line break between them: a line of a list or menu is a unit of its own)."""
+    return "\n" not in text[end : following[0]] and text[end - 1 : end] in '.!?…"”»)'
+
+
+def _new_names(text: str, terms: Sequence[Term]) -> list[str]:
+    """Names in `text` that are not words of the question."""
+    asked = {term.stem for term in terms}
+    return [name for name in names(text) if not set(tokenize(name)) <= asked]
+
+
+def _complete(
+    candidate: _Candidate,
+    question: str,
+    terms: Sequence[Term],
+    wanted: tuple[str, re.Pattern[str]] | None,
+) -> None:
+    """Extend a sentence that lacks what the question asks for with the next sentence of its
+    paragraph, when that one has it: "I decided to get a job." is followed by "I got one at a
+    company called Interleaf." and the pair answers "which company did he work at?"."""
+    if candidate.following is None:
+        return
+    content = candidate.hit.node.get_content()
+    own, after = _text(candidate), content[candidate.following[0] : candidate.following[1]]
+    if wanted is not None:
+        lacking = not wanted[1].search(_numerals(own)) and wanted[1].search(_numerals(after))
+    elif ASKS_NAME.search(question):
+        lacking = not _new_names(own, terms) and bool(_new_names(after, terms))
+    else:
+        return
+    if lacking:
+        candidate.end = candidate.following[1]
+        candidate.following = None
 
 
 def _names(terms: Sequence[Term]) -> list[str]:

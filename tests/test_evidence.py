@@ -10,7 +10,7 @@ import pytest
 
 from rag.config import Settings
 from rag.engine import ChatEngine
-from rag.evidence import units
+from rag.evidence import TermMatcher, question_terms, units
 from rag.index import Index
 from rag.loaders import load_bytes
 from rag.profiles import DEFAULT_PROFILE
@@ -217,3 +217,75 @@ def test_a_stream_is_cut_into_sentences_as_they_complete() -> None:
         ("It is strong.\n", True),
         ("The rest", False),
     ]
+
+
+def indexed(tmp_path: Path, embedder: Any, name: str, text: str) -> Index:
+    """An index of one document a test writes."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / name).write_text(text, encoding="utf-8")
+    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=data), embedder)
+    assert index.ingest([data / name]).ok
+    return index
+
+
+def test_a_line_ending_in_an_operator_goes_on_into_the_next() -> None:
+    text = "Sensor test ........ 40 work-hours × $85 per hour =\n$3,400.\nRetrofit 1 work-hour"
+    assert [text[s:e] for s, e in units(text)] == [
+        "Sensor test ........ 40 work-hours × $85 per hour =\n$3,400.",
+        "Retrofit 1 work-hour",
+    ]
+
+
+def test_a_hyphenated_question_word_is_matched_as_one_word() -> None:
+    terms = question_terms("Does the job include on-call duty?", lambda stem: 1.0)
+    assert "on-call" in {term.stem for term in terms}
+    matcher = TermMatcher(terms)
+    assert "on-call" in matcher.matched("Provide overnight/weekend on-call support")
+    assert "on-call" in matcher.matched("You will be on call one weekend a month")
+    assert "on-call" not in matcher.matched("Call us on Monday")
+
+
+def test_a_sentence_lacking_the_name_asked_for_goes_on_into_the_next(
+    tmp_path: Path, embedder: Any
+) -> None:
+    index = indexed(
+        tmp_path,
+        embedder,
+        "memoir.md",
+        "# A memoir\n\n"
+        + "The winters were long and the studio was cold. " * 4
+        + "\n\nTo pay for art school I decided to work at a software company for a year. "
+        "I got one at Interleaf, which made software for creating documents. "
+        "The people there were kind to an art student who knew little about their trade.\n",
+    )
+    try:
+        findings = evidence_engine(index).find_evidence(
+            "Which company did the author work at to pay for art school?"
+        )
+        assert findings.answerable, findings.reason
+        assert findings.evidence[0].quote == (
+            "To pay for art school I decided to work at a software company for a year. "
+            "I got one at Interleaf, which made software for creating documents."
+        )
+    finally:
+        index.close()
+
+
+def test_a_key_naming_the_attribute_asked_is_a_fact_that_answers(
+    tmp_path: Path, embedder: Any
+) -> None:
+    index = indexed(
+        tmp_path,
+        embedder,
+        "job.json",
+        '{"title": "Web Developer", "company": "Acme", "remote": "Hybrid", "salary": "100000",'
+        ' "description": "We are looking for a skilled web developer to build web applications.",'
+        ' "responsibilities": ["Develop and maintain web applications", "Review code"]}',
+    )
+    try:
+        findings = evidence_engine(index).find_evidence("Is the Acme web developer job remote?")
+        assert findings.answerable, findings.reason
+        assert "remote: Hybrid" in [item.quote for item in findings.evidence[:4]], findings.evidence
+    finally:
+        index.close()
