@@ -63,6 +63,9 @@ LIST_MIN_ITEMS = 3
 PRICE_LINE = re.compile(
     r"^(?=.*\d)(?:[\d\s.,|/×x%◦°€$£₽()+-]|г|гр|кг|мл|л|шт|ml|cl|g|kg|l|e)+$", re.I
 )
+# A line ending in a price: a bare number, maybe with its currency ("290", "3.50e", "| 1650"),
+# not a size or a strength ("400 ml", "5%"). What follows it is another item.
+PRICE_END = re.compile(r"(?:^|[\s|])\d[\d\s.,]*(?:e|€|\$|£|₽|руб\.?)?$", re.I)
 ENDS = re.compile(r"[.!?:;)»\"”\]]$|\d\S{0,3}$")
 DIGIT = re.compile(r"\d")
 TABLE_ROW_NUMBERS = 3
@@ -113,7 +116,8 @@ ANSWER_TYPES: tuple[tuple[re.Pattern[str], str, re.Pattern[str]], ...] = tuple(
         (
             r"\b(how much|price|prices|cost|costs|priced|expensive|cheapest)\b|сколько сто|цен[аыу]|стоимост",
             "a price",
-            r"\d",
+            # A number that is not a size or a strength: "200 ml" prices nothing.
+            r"\d(?![\d.,]*\s*(?:ml|cl|l|g|gr|kg|oz|г|гр|кг|мл|л|%|◦|°|º)(?!\w))",
         ),
         (r"\bhow many\b|\bnumber of\b|\bhow old\b|\bwhat year\b|\bwhich year\b", "a number", r"\d"),
         (
@@ -281,14 +285,16 @@ def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bo
     record, this = RECORD.match(previous), RECORD.match(line)
     if record and this:
         return record.group(1) == this.group(1) and previous.count("\n") < RECORD_LINES - 1
-    # A menu item whose weight and price are printed on the line below it.
-    if not any(ch.isdigit() for ch in previous) and PRICE_LINE.match(line):
+    # A menu item whose strength, size or price is printed on the lines below it, until its
+    # price: "Primator Premium 5%" over "400 ml" over "350".
+    priced = bool(PRICE_END.search(previous.rsplit("\n", 1)[-1]))
+    if PRICE_LINE.match(line) and not priced:
         return True
     if OPERATOR_END.search(previous) and DIGIT.search(previous) and not LIST_ITEM.match(line):
         return True
     if not line[0].isalnum() or KEY_VALUE.match(line) or _table_row(line):
         return False
-    if line[0].islower() or CONTINUES.search(previous):
+    if CONTINUES.search(previous) or (line[0].islower() and not priced):
         return True
     # Wrapped prose: a line of several words that does not end a sentence or a priced item.
     return len(previous.split()) >= 4 and not ENDS.search(previous)
@@ -648,6 +654,12 @@ def select(
                 or any(ch.isdigit() for ch in lines[position])
                 or bool(keys)  # "remote: Hybrid" states a fact in two words
             )
+            if wanted is not None and _priced_below(wanted[1], text, spans, owns, position):
+                # "Яблочный/Апельсиновый" over "Грейпфрутовый/Морковный 390": an item named on
+                # one line and priced on the next is one unit for a question asking its price.
+                candidate.end = spans[position + 1][1]
+                candidate.own = owns[position] | owns[position + 1]
+                candidate.informative = True
             candidates.append(candidate)
     if not candidates:
         return Findings(question, [], [], False, 0.0, "nothing relevant is indexed")
@@ -742,6 +754,26 @@ def select(
         answerable=answerable,
         confidence=round(confidence, 4),
         reason=reason,
+    )
+
+
+def _priced_below(
+    needs: re.Pattern[str],
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    owns: Sequence[set[str]],
+    position: int,
+) -> bool:
+    """Whether the line at `position` names what the question asks about but lacks the fact
+    asked for, which the next line (of the same block) holds and names less of the question."""
+    if position + 1 >= len(spans):
+        return False
+    (start, end), (after_start, after_end) = spans[position], spans[position + 1]
+    return (
+        "\n\n" not in text[end:after_start]
+        and not needs.search(_numerals(text[start:end]))
+        and bool(needs.search(_numerals(text[after_start:after_end])))
+        and len(owns[position]) > len(owns[position + 1])
     )
 
 

@@ -289,3 +289,32 @@ def test_a_key_naming_the_attribute_asked_is_a_fact_that_answers(
         assert "remote: Hybrid" in [item.quote for item in findings.evidence[:4]], findings.evidence
     finally:
         index.close()
+
+
+def test_a_menu_item_runs_to_its_price_and_no_further() -> None:
+    text = "beer bottle\n\nCorona Extra\n330 ml\n290\ndraft beer\n\nPrimator Premium 5%\n400 ml\n350\nwater"
+    assert [text[s:e] for s, e in units(text)] == [
+        "beer bottle",
+        "Corona Extra\n330 ml\n290",
+        "draft beer",
+        "Primator Premium 5%\n400 ml\n350",
+        "water",
+    ]
+
+
+def test_an_item_priced_on_the_line_below_is_quoted_with_its_price(
+    tmp_path: Path, embedder: Any
+) -> None:
+    index = indexed(
+        tmp_path,
+        embedder,
+        "drinks.md",
+        "Drinks\n\njuices 200 ml\nApple/Orange\nGrapefruit/Carrot 390\n"
+        "lemonades 350 ml\nMango/Passion fruit\nPear/Tarragon 280\ncoffee\nEspresso 190\n",
+    )
+    try:
+        findings = evidence_engine(index).find_evidence("How much is the orange juice?")
+        assert findings.answerable, findings.reason
+        assert findings.evidence[0].quote == "Apple/Orange\nGrapefruit/Carrot 390"
+    finally:
+        index.close()
