@@ -174,6 +174,7 @@ class Verifier:
         self.stems = set(tokenize(self.text))
         self.words = {word.casefold() for word in WORD.findall(self.text)}
         self.skeletons = {skeleton(word) for word in self.words if len(word) >= 4}
+        self.asked = set(tokenize(tidy(question).casefold()))
 
     def supported(self, fact: Fact) -> bool:
         if fact.kind == "number":
@@ -193,12 +194,13 @@ class Verifier:
         return [fact for fact in facts(text) if not self.supported(fact)]
 
     def grounded(self, text: str) -> bool:
-        """Whether most content words of a sentence come from the evidence or the question: a
-        sentence of the model's own general knowledge is not shown as an answer."""
+        """Whether most words a sentence adds to the question come from the evidence: a sentence
+        of the model's own knowledge, or the question's words with an invented claim around
+        them ("X ... is available for purchase on their website"), is not shown as an answer."""
         if "```" in text:
             return False  # code the model wrote is not a passage of the documents
-        content = content_stems(CITATION.sub(" ", text), shortest=3)
-        if len(content) < 3:
+        content = content_stems(CITATION.sub(" ", text), shortest=3) - self.asked
+        if len(content) < 2:
             return True
         held = sum(
             stem in self.stems or (len(stem) >= 4 and skeleton(stem) in self.skeletons)

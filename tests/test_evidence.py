@@ -193,6 +193,22 @@ def test_numbers_are_checked_by_value() -> None:
     assert [f.text for f in verifier.unsupported("A Duvel costs 4.50 euros.")] == ["4.50"]
 
 
+def test_a_sentence_that_wraps_the_question_in_an_invented_claim_is_not_grounded() -> None:
+    verifier = Verifier(
+        [
+            "Гребешок на гриле 980",
+            "seafood bar",
+            "bosfor restaurant menu bosfor-restaurant-menu.pdf",
+        ],
+        "What does the grilled scallop from the Bosfor seafood bar cost?",
+    )
+    assert verifier.grounded("The grilled scallop at the Bosfor seafood bar costs 980.")
+    assert not verifier.grounded(
+        "The Bosfor seafood bar has a limited menu with only the grilled scallop, which is "
+        "available for purchase on their website."
+    )
+
+
 def test_invented_names_emails_and_urls_are_unsupported() -> None:
     verifier = Verifier(["Pear Deck, Iowa City. Apply at https://www.peardeck.com/careers"])
     claims = "Call John Smith at jobs@peardeck.com or see https://peardeck.example."
