@@ -159,6 +159,11 @@ PREFERRED_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
     for asks, needs in (
         (r"\b(when|what date|which date|deadline|due|how long)\b|когда", r"\d"),
         (r"\b(size|portion|how much .* (weigh|contain))\b", r"\d"),
+        # "Which databases ...": many things asked at once, which a bulleted list names.
+        (
+            r"\b(?:which|what)\s+(?!(?:is|was|does|has|this|its|his|thus|less|class)\b)[a-z]{3,}s\b",
+            r"(?m)^[-*•–]\s+\S",
+        ),
         (
             r"\bwhere\b.*\b(based|located|situated|headquartered)\b",
             r"\b(location|address|city|based|located|situated|headquarter\w*|country)\b",

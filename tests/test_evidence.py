@@ -334,3 +334,22 @@ def test_an_item_priced_on_the_line_below_is_quoted_with_its_price(
         assert findings.evidence[0].quote == "Apple/Orange\nGrapefruit/Carrot 390"
     finally:
         index.close()
+
+
+def test_a_question_asking_for_several_things_prefers_a_list(tmp_path: Path, embedder: Any) -> None:
+    index = indexed(
+        tmp_path,
+        embedder,
+        "acme-engineer.md",
+        "# Engineer at Acme\n\n"
+        "Our data team keeps the databases of Acme fast, and every engineer here works with data "
+        "all day long.\n\n"
+        "Technologies we use include:\n\n- Postgres\n\n- Redis\n\n- Kafka\n\n"
+        "We value kindness and curiosity.\n",
+    )
+    try:
+        findings = evidence_engine(index).find_evidence("Which databases does Acme use?")
+        assert findings.answerable, findings.reason
+        assert findings.evidence[0].quote.startswith("Technologies we use include:")
+    finally:
+        index.close()
