@@ -556,6 +556,10 @@ def named_files(terms: Sequence[Term], collection: Collection, files: Sequence[s
     # File names are matched by their words only: a skeleton of two letters is too weak to say
     # which file a question names ("филе" is not "full").
     titles = {file: matcher.matched(document_title(file), False) - generic for file in files}
+    # A name at the head of a file (a CV's "basics.name: Richard Hendriks") names it like a title.
+    for file in files:
+        head = collection.file_heads.get(file, set())
+        titles[file] |= {t.stem for t in terms if t.proper and matcher.in_vocabulary(t, head)}
     named: set[str] = set()
     for term in terms:
         distinctive = term.proper or collection.document_frequency.get(term.stem, 0) <= RARE_CHUNKS

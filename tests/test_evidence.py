@@ -10,7 +10,7 @@ import pytest
 
 from rag.config import Settings
 from rag.engine import ChatEngine
-from rag.evidence import TermMatcher, question_terms, units
+from rag.evidence import TermMatcher, named_files, question_terms, units
 from rag.index import Index
 from rag.loaders import load_bytes
 from rag.profiles import DEFAULT_PROFILE
@@ -351,5 +351,28 @@ def test_a_question_asking_for_several_things_prefers_a_list(tmp_path: Path, emb
         findings = evidence_engine(index).find_evidence("Which databases does Acme use?")
         assert findings.answerable, findings.reason
         assert findings.evidence[0].quote.startswith("Technologies we use include:")
+    finally:
+        index.close()
+
+
+def test_a_name_at_the_head_of_a_file_names_the_file(tmp_path: Path, embedder: Any) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "resume.json").write_text(
+        '{"basics": {"name": "Richard Hendriks", "label": "Programmer"},'
+        ' "education": [{"institution": "University of Oklahoma", "studyType": "Bachelor"}]}',
+        encoding="utf-8",
+    )
+    (data / "posting.md").write_text(
+        "# Web developer\n\nA Bachelor's degree in Computer Science is required.\n",
+        encoding="utf-8",
+    )
+    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=data), embedder)
+    try:
+        assert index.ingest(sorted(data.iterdir())).ok
+        with index.reading(DEFAULT_PROFILE.collection) as retriever:
+            keywords = retriever.keyword_index()
+            terms = question_terms("Where did Richard Hendriks earn his bachelor's?", keywords.idf)
+            assert named_files(terms, keywords, keywords.files(None)) == ["resume.json"]
     finally:
         index.close()
