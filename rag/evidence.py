@@ -39,6 +39,8 @@ SPECIFIC_TYPES = frozenset(
 )
 SPECIFIC_TYPE_BONUS = 0.08
 SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]*\s+(?=[\"“«(]?[A-ZА-ЯЁ0-9])")
+# A line of at most this many words, without a number, may name the item described below it.
+NAME_WORDS = 3
 # A line that plainly goes on in the next one (wrapped prose, an item name over two lines).
 CONTINUES = re.compile(r"[,(\-–—/&+=×]$|\b(?:and|or|of|the|a|an|to|with|in|for|и|с|в|на)$", re.I)
 # A line ending in an operator goes on whatever the next starts with ("40 work-hours × $85 per
@@ -301,8 +303,20 @@ def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bo
         return False
     if CONTINUES.search(previous) or (line[0].islower() and not priced):
         return True
-    # Wrapped prose: a line of several words that does not end a sentence or a priced item.
-    return len(previous.split()) >= 4 and not ENDS.search(previous)
+    # Wrapped prose: a line of several words that does not end a sentence or a priced item,
+    # before a line that is not a name of its own (a menu's "Lychee Daisy" after a description).
+    return len(previous.split()) >= 4 and not ENDS.search(previous) and not _name_line(line)
+
+
+def _name_line(line: str) -> bool:
+    """A line of its own naming one thing: a few words, no number, no end mark."""
+    return (
+        "\n" not in line
+        and len(line.split()) <= NAME_WORDS
+        and not DIGIT.search(line)
+        and not re.search(r"[.:;!?,]$", line)
+        and not KEY_VALUE.match(line)
+    )
 
 
 def _table_row(line: str) -> bool:
@@ -663,9 +677,7 @@ def select(
                 or any(ch.isdigit() for ch in lines[position])
                 or bool(keys)  # "remote: Hybrid" states a fact in two words
             )
-            if wanted is not None and _priced_below(wanted[1], text, spans, owns, position):
-                # "Яблочный/Апельсиновый" over "Грейпфрутовый/Морковный 390": an item named on
-                # one line and priced on the next is one unit for a question asking its price.
+            if _described_below(wanted, lines, text, spans, owns, position):
                 candidate.end = spans[position + 1][1]
                 candidate.own = owns[position] | owns[position + 1]
                 candidate.informative = True
@@ -766,24 +778,28 @@ def select(
     )
 
 
-def _priced_below(
-    needs: re.Pattern[str],
+def _described_below(
+    wanted: tuple[str, re.Pattern[str]] | None,
+    lines: Sequence[str],
     text: str,
     spans: Sequence[tuple[int, int]],
     owns: Sequence[set[str]],
     position: int,
 ) -> bool:
-    """Whether the line at `position` names what the question asks about but lacks the fact
-    asked for, which the next line (of the same block) holds and names less of the question."""
-    if position + 1 >= len(spans):
+    """Whether the line at `position` names what the question asks about and the next line of its
+    block says what is asked: "Яблочный/Апельсиновый" over "Грейпфрутовый/Морковный 390" for its
+    price, "Grape Silk" over "Виноград, в композиции с клубничным джином," for what is in it.
+    Such a pair is one unit for the question; a section name over its items is not (it names
+    nothing the question asks about)."""
+    if position + 1 >= len(spans) or "\n\n" in text[spans[position][1] : spans[position + 1][0]]:
         return False
-    (start, end), (after_start, after_end) = spans[position], spans[position + 1]
-    return (
-        "\n\n" not in text[end:after_start]
-        and not needs.search(_numerals(text[start:end]))
-        and bool(needs.search(_numerals(text[after_start:after_end])))
-        and len(owns[position]) > len(owns[position + 1])
-    )
+    line, below = lines[position], lines[position + 1]
+    if not owns[position] - owns[position + 1]:
+        return False
+    if wanted is not None:
+        needs = wanted[1]
+        return not needs.search(_numerals(line)) and bool(needs.search(_numerals(below)))
+    return _name_line(line) and len(below.split()) >= NAME_WORDS and not _name_line(below)
 
 
 def _same_paragraph(text: str, end: int, following: tuple[int, int]) -> bool:

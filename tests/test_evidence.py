@@ -376,3 +376,43 @@ def test_a_name_at_the_head_of_a_file_names_the_file(tmp_path: Path, embedder: A
             assert named_files(terms, keywords, keywords.files(None)) == ["resume.json"]
     finally:
         index.close()
+
+
+def test_a_name_after_a_description_starts_a_unit_of_its_own() -> None:
+    text = "Vanilla vodka whipped with pear\nand almond liqueur with lemon\nLychee Daisy\nVanilla vodka"
+    assert [text[s:e] for s, e in units(text)] == [
+        "Vanilla vodka whipped with pear\nand almond liqueur with lemon",
+        "Lychee Daisy",
+        "Vanilla vodka",
+    ]
+
+
+def test_a_name_is_quoted_with_the_description_below_it(tmp_path: Path, embedder: Any) -> None:
+    index = indexed(
+        tmp_path,
+        embedder,
+        "cocktails.md",
+        "Signature drinks\n\n"
+        + "".join(
+            f"{name}\n{base} with lemon and a dash of bitters\n"
+            for name, base in [
+                ("Old Harbour", "Dark rum"),
+                ("Blue Hour", "Gin"),
+                ("Tall Oak", "Rye"),
+                ("Red Sky", "Vodka"),
+                ("Night Owl", "Brandy"),
+                ("Low Tide", "Mezcal"),
+            ]
+        )
+        + "Shakespears\nVanilla vodka whipped with pear\n"
+        "and almond liqueur with lemon\nGrape Silk\nGrapes with strawberry gin,\naloe and lemon\n"
+        "Enjoy the silence\nMango with gin and peach liqueur\n",
+    )
+    try:
+        findings = evidence_engine(index).find_evidence("What is in the Grape Silk cocktail?")
+        assert findings.answerable, findings.reason
+        assert (
+            findings.evidence[0].quote == "Grape Silk\nGrapes with strawberry gin,\naloe and lemon"
+        )
+    finally:
+        index.close()
