@@ -449,7 +449,15 @@ def shown_quotes(evidence: Sequence[Evidence]) -> list[Evidence]:
     ranked = sorted(evidence, key=lambda e: e.score, reverse=True)
     if not ranked:
         return []
-    return [e for e in ranked if e.score >= QUOTE_SCORE_RATIO * ranked[0].score][:QUOTES_SHOWN]
+    shown: list[Evidence] = []
+    for span in ranked:
+        if span.score < QUOTE_SCORE_RATIO * ranked[0].score or len(shown) == QUOTES_SHOWN:
+            break
+        # One line printed on two pages (a notice's summary repeated) is quoted once.
+        if all(span.display() != other.display() for other in shown):
+            shown.append(span)
+    # A span holding the kind of fact asked for (the price) comes before one that sets the scene.
+    return sorted(shown, key=lambda e: not e.typed)
 
 
 def needs_context(question: str) -> bool:

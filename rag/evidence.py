@@ -189,6 +189,7 @@ class Evidence:
     similarity: float  # cosine of the question and the span (the embedder)
     file_id: str = ""
     chunk_text: str = field(default="", repr=False, compare=False)
+    typed: bool = True  # it holds the kind of fact the question asks for (if it asks for one)
 
     def citation(self) -> str:
         return f"{self.file}, page {self.page}" if self.page is not None else self.file
@@ -836,6 +837,7 @@ def _complete(
     if lacking:
         candidate.end = candidate.following[1]
         candidate.following = None
+        candidate.typed = True
 
 
 def _names(terms: Sequence[Term]) -> list[str]:
@@ -940,4 +942,5 @@ def _evidence(candidate: _Candidate) -> Evidence:
         similarity=round(candidate.similarity, 4),
         file_id=source.file_id,
         chunk_text=source.text,
+        typed=candidate.typed,
     )

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from rag.config import Settings
-from rag.engine import ChatEngine
-from rag.evidence import TermMatcher, named_files, question_terms, units
+from rag.engine import ChatEngine, shown_quotes
+from rag.evidence import Evidence, TermMatcher, named_files, question_terms, units
 from rag.index import Index
 from rag.loaders import load_bytes
 from rag.profiles import DEFAULT_PROFILE
@@ -416,3 +416,21 @@ def test_a_name_is_quoted_with_the_description_below_it(tmp_path: Path, embedder
         )
     finally:
         index.close()
+
+
+def quoted(quote: str, score: float, page: int = 1, typed: bool = True) -> Evidence:
+    return Evidence("notice.pdf", page, quote, None, score, 1.0, 1.0, typed=typed)
+
+
+def test_a_line_printed_on_two_pages_is_quoted_once() -> None:
+    summary = "DATES: The FAA must receive comments by September 21, 2020."
+    shown = shown_quotes(
+        [quoted(summary, 0.9, 1), quoted(summary, 0.88, 15), quoted("AD 2020", 0.7)]
+    )
+    assert [(e.quote, e.page) for e in shown] == [(summary, 1), ("AD 2020", 1)]
+
+
+def test_the_quote_holding_the_fact_asked_for_comes_first() -> None:
+    scene = quoted("Operators perform a sensor test on each airplane.", 0.9, 4, typed=False)
+    cost = quoted("Sensor test 40 work-hours × $85 per hour = $3,400.", 0.8, 6)
+    assert [e.page for e in shown_quotes([scene, cost])] == [6, 4]
