@@ -20,7 +20,7 @@ from rag.loaders import document_title
 from rag.profiles import Profile
 from rag.retrieve import Retriever, Source
 from rag.text import content_stems
-from rag.verify import CITATION, Verifier, facts, sentences
+from rag.verify import CITATION, Verifier, facts, names, sentences
 
 # Rules that hold whatever a profile says: documents are data, never instructions (OWASP LLM01),
 # and the answer is short, copied from them, and cites them.
@@ -57,6 +57,9 @@ QUOTE_SCORE_RATIO = 0.65
 CLOSEST_SHOWN = 2
 # Chunks retrieved per question at least: evidence is picked from their lines and sentences.
 MIN_CANDIDATE_CHUNKS = 10
+# How a refusal starts; and names of the earlier answer a follow-up's subject takes ("Bel").
+REFUSAL = "The documents don't say"
+REPLY_NAMES = 2
 # Words of the earlier question a follow-up is searched with, when the model could not rewrite it.
 FOLLOW_UP_TERMS = 4
 # A last piece shorter than this, cut off by the length limit, is left out rather than shown.
@@ -211,11 +214,13 @@ class ChatEngine:
         )
         if fits and kept & brought_in and len(kept & own) >= len(own) / 2:
             return rewritten
-        return self.with_subject(question, earlier[-1])
+        replies = [str(m.content) for m in history if m.role == MessageRole.ASSISTANT]
+        return self.with_subject(question, earlier[-1], replies[-1] if replies else "")
 
-    def with_subject(self, question: str, earlier: str) -> str:
+    def with_subject(self, question: str, earlier: str, reply: str = "") -> str:
         """A follow-up with what the earlier question was about beside it, in a few of its words:
-        its names first, then its rarest words (fewer than the follow-up's own, which matter more).
+        its names first, then its rarest words (fewer than the follow-up's own, which matter more),
+        then the first names the earlier answer gave ("Bel", for "what did he write it in?").
         """
         known = content_stems(question)
         with self.index.reading(self.profile.collection) as retriever:
@@ -224,8 +229,12 @@ class ChatEngine:
         terms.sort(key=lambda t: (not t.proper, -t.weight))
         chosen = {t.position + i for t in terms[:FOLLOW_UP_TERMS] for i in range(t.words)}
         words = QUESTION_WORDS.findall(earlier)
-        subject = " ".join(word for position, word in enumerate(words) if position in chosen)
-        return f"{question} ({subject or earlier})"
+        subject = [word for position, word in enumerate(words) if position in chosen]
+        if reply and not reply.startswith(REFUSAL):
+            asked = known | content_stems(earlier)
+            answered = [name for name in names(reply) if not content_stems(name) <= asked]
+            subject += list(dict.fromkeys(answered))[:REPLY_NAMES]
+        return f"{question} ({' '.join(subject) or earlier})"
 
     # --- evidence ----------------------------------------------------------------------------------
 
@@ -311,7 +320,7 @@ class ChatEngine:
     def _refuse(self, answer: Answer) -> Iterator[str]:
         findings = answer.findings
         why = f" ({findings.reason})" if findings.reason else ""
-        lines = [f"The documents don't say{why}. I searched for “{answer.standalone_question}”."]
+        lines = [f"{REFUSAL}{why}. I searched for “{answer.standalone_question}”."]
         closest = findings.closest[:CLOSEST_SHOWN]
         if closest:
             lines.append("The closest passages found, which do not answer it:")

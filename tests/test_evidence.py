@@ -434,3 +434,17 @@ def test_the_quote_holding_the_fact_asked_for_comes_first() -> None:
     scene = quoted("Operators perform a sensor test on each airplane.", 0.9, 4, typed=False)
     cost = quoted("Sensor test 40 work-hours × $85 per hour = $3,400.", 0.8, 6)
     assert [e.page for e in shown_quotes([scene, cost])] == [6, 4]
+
+
+def test_a_follow_up_takes_the_names_the_earlier_answer_gave(corpus_index: Index) -> None:
+    engine = evidence_engine(corpus_index)
+    earlier = "What was the name of the Lisp dialect Paul Graham wrote after 2015?"
+    follow_up = engine.with_subject(
+        "What language did he write it in?", earlier, "The dialect was called Bel [1]."
+    )
+    assert follow_up.startswith("What language did he write it in? (")
+    assert "Bel" in follow_up
+    refused = engine.with_subject(
+        "What language did he write it in?", earlier, "The documents don't say. Closest: Arc."
+    )
+    assert "Arc" not in refused
