@@ -150,15 +150,17 @@ def facts(text: str) -> list[Fact]:
 
 def names(text: str) -> list[str]:
     """Capitalised words that do not start a sentence, and words in capitals or CamelCase
-    anywhere: the proper names a model could invent."""
+    ("FAA", "RabbitMQ", "iOS") anywhere: the proper names a model could invent."""
     names = []
     for sentence in re.split(r"(?<=[.!?:])\s+|\n+|[*_#>`]+", text):
         words = list(WORD.finditer(sentence))
         for position, match in enumerate(words):
             word = re.sub(r"['’]s$", "", match.group()).strip("'’-")  # "Hendriks's"
-            if len(word) < 2 or word.casefold() in NOT_NAMES or not word[0].isupper():
+            if len(word) < 2 or word.casefold() in NOT_NAMES:
                 continue
             shaped = word.isupper() or any(ch.isupper() for ch in word[1:])
+            if not word[0].isupper() and not shaped:  # "iOS" and "eBay" are names too
+                continue
             if position == 0 and not shaped:
                 continue  # any word starts a sentence with a capital
             names.append(word)

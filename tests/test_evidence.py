@@ -448,3 +448,10 @@ def test_a_follow_up_takes_the_names_the_earlier_answer_gave(corpus_index: Index
         "What language did he write it in?", earlier, "The documents don't say. Closest: Arc."
     )
     assert "Arc" not in refused
+
+
+def test_a_name_in_camel_case_starting_lower_case_is_a_name() -> None:
+    verifier = Verifier(["Apply through our website."])
+    assert [(f.kind, f.text) for f in verifier.unsupported("Apply in the iPhone app.")] == [
+        ("name", "iPhone")
+    ]
