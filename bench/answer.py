@@ -1,16 +1,19 @@
 """Answer benchmark: time to first token through ChatEngine against the same LLM called directly.
 
     .venv/bin/python bench/answer.py [--questions 5] [--chunks 10000] [--max-new-tokens 64]
-                                     [--models-cache DIR] [--keep]
+                                     [--threads N] [--gguf FILE] [--models-cache DIR] [--keep]
 
-In one process, with the embedded SmolLM2 (transformers, CPU) and the bundled MiniLM:
+In one process, with the embedded SmolLM2 (its shipped GGUF on ik_llama.cpp, CPU) and the bundled
+MiniLM (or, with --gguf FILE, that GGUF file as RAG_LLM=gguf runs it, to compare models or
+quantisations on the same questions):
 
   1. builds a --chunks collection in a temp storage: the essay ingested for real, then noisy
      copies of its chunk vectors written straight to the ChunkStore (as bench/ingest.py does), so
      10k chunks do not take 10k embeddings; the revision is bumped as after any write;
   2. times the BM25 rebuild the first query after that write pays (reported on its own line);
   3. warms up (one untimed question: models loaded, BM25 built, code paths hot);
-  4. per question (qa/paul_graham.jsonl, the first --questions of them), in alternating order:
+  4. per question (qa/paul_graham.jsonl, the first --questions of them), in alternating order,
+     each run with an empty KV cache (so it reads its whole prompt, as a first question does):
        engine: `ChatEngine(index, llm, profile).ask(q)` then the first token of `answer.stream()`;
        direct: `llm.stream_chat(messages)` to its first non-empty delta, where `messages` is the
                engine's own `messages(q, sources)` for the sources retrieval returns for q,
@@ -20,10 +23,9 @@ In one process, with the embedded SmolLM2 (transformers, CPU) and the bundled Mi
      runs the LLM first;
   6. reports the peak RSS of this process (ru_maxrss).
 
-The embedded model converts itself once (~30 s) from the shipped GGUF into storage/models. That is
-done in a child process, so the peak RSS here is the one of answering, not of converting; with
---models-cache DIR (default ./storage/models when it exists) the converted model is reused from, or
-converted once into, DIR and symlinked into the temp storage.
+The model is loaded as the app loads it: no conversion, nothing cached in storage. With
+--models-cache DIR (default ./storage/models when it exists) the temp storage's models/ is that
+folder, so the embedder's ONNX graph is built once for every run.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,15 +51,11 @@ ESSAY = CORPUS / "essays" / "paul_graham_essay.txt"
 QA = CORPUS / "qa" / "paul_graham.jsonl"
 sys.path.insert(0, str(ROOT))
 
-# What the app should do at start-up too: spinning OpenMP threads make generation much slower
-# whenever another process wants a core (read once, when torch loads; MiniLM loads it first here).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from common import models_cache, say  # noqa: E402
 
 from rag.cli import offline_environment  # noqa: E402
 
-offline_environment()  # before anything imports transformers or chromadb
+offline_environment()  # as the app starts: before any model library or chromadb is imported
 
 GOAL_OVERHEAD_MS = 50.0
 GOAL_PEAK_RSS_MB = 1536.0
@@ -67,7 +64,7 @@ FOLLOW_UP = "What did he do right after that?"
 
 def quiet() -> None:
     logging.getLogger("chromadb").setLevel(logging.ERROR)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("rag.gguf").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
 
 
@@ -87,47 +84,6 @@ def rss_mb() -> tuple[float, float]:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-
-
-# --- the embedded model, converted once --------------------------------------------------------
-
-
-def prepare_models(storage: Path, cache: Path | None) -> str:
-    """Make storage/models hold the converted model, converting in a child process if needed."""
-    from rag.llm import EMBEDDED_FOLDER, _is_converted, find_embedded_gguf
-
-    models = storage / "models"
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        storage.mkdir(parents=True, exist_ok=True)
-        models.symlink_to(cache, target_is_directory=True)
-    folder = models / EMBEDDED_FOLDER
-    if _is_converted(folder, find_embedded_gguf()):
-        return f"converted model reused from {cache}"
-    where = cache if cache is not None else "the temp storage (pass --models-cache DIR to keep it)"
-    say(f"converting the embedded model once into {where} (about 30 s, in a child process)")
-    script = (
-        "import resource, sys; from pathlib import Path; "
-        "from rag.llm import ensure_embedded_model; "
-        "ensure_embedded_model(Path(sys.argv[1])); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(folder)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"converting the embedded model failed:\n{done.stderr[-2000:]}")
-    child_peak = int(done.stdout.strip().splitlines()[-1]) / 1024
-    return (
-        f"converted in a child process in {seconds:.0f} s (its peak RSS {child_peak:.0f} MB, not "
-        f"counted below) into {where}"
-    )
 
 
 # --- the 10k-chunk collection ------------------------------------------------------------------
@@ -234,6 +190,13 @@ def run_direct(llm: Any, messages: list[Any]) -> Run:
     return Run(first=first, last=last, text="".join(chunks).strip(), deltas=deltas)
 
 
+def forget(model: Any) -> None:
+    """Empty the model's KV cache: the run after it reads its whole prompt. Otherwise the second
+    of a question's two runs (same prompt) would read only its last token."""
+    with model.lock:
+        model._reset()
+
+
 @dataclass
 class Breakdown:
     """Where the engine's own time goes, per question (ms)."""
@@ -312,11 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=10_000, help="chunks in the index (10000)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length cap (64)")
     parser.add_argument(
+        "--threads", type=int, default=0, help="RAG_GGUF_THREADS (0: every core, the default)"
+    )
+    parser.add_argument(
         "--models-cache",
         type=Path,
         default=None,
-        help="folder with (or to receive) the converted embedded model; "
-        "default ./storage/models if it exists",
+        help="models folder to share (the embedder's ONNX graph); default ./storage/models if it "
+        "exists",
+    )
+    parser.add_argument(
+        "--gguf", type=Path, default=None, help="bench RAG_LLM=gguf on this file instead"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp storage")
     args = parser.parse_args(argv)
@@ -329,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     from rag.config import Settings
     from rag.engine import ChatEngine, by_page
     from rag.index import Index
-    from rag.llm import build_llm
+    from rag.llm import build_llm, describe_llm
     from rag.profiles import get_profile
 
     questions = [json.loads(line)["question"] for line in QA.read_text().splitlines() if line]
@@ -346,10 +315,16 @@ def main(argv: list[str] | None = None) -> int:
 
     index = None
     try:
-        model_note = prepare_models(storage, models_cache(args.models_cache))
+        cache = models_cache(args.models_cache)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            storage.mkdir(parents=True)
+            (storage / "models").symlink_to(cache, target_is_directory=True)
         settings = Settings(
             storage_dir=storage,
-            llm="embedded",
+            llm="gguf" if args.gguf else "embedded",
+            gguf_path=args.gguf,
+            gguf_threads=args.threads,
             max_new_tokens=args.max_new_tokens,
             profiles_dir=ROOT / "profiles",
         )
@@ -361,21 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         real_chunks, ingest_s, pad_s, stored = build_collection(index, args.chunks)
         checkpoint("index built (MiniLM loaded)")
 
-        say("loading the embedded model")
+        say(f"loading the {settings.llm} model")
         llm = build_llm(settings)
         started = time.perf_counter()
-        info = llm.warm_up()
+        model = llm.warm_up()
         llm_load_s = time.perf_counter() - started
-        checkpoint("SmolLM2 loaded (pages lazily)")
-        model = llm._ready().model
-        tensors = {t.data_ptr(): t for t in [*model.parameters(), *model.buffers()]}  # tied once
-        weights_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(info.folder, local_files_only=True)
+        checkpoint("LLM loaded (weights mapped, paged in lazily)")
+        weights_mb = model.path.stat().st_size / 2**20
 
         def count_tokens(text: str) -> int:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            return len(model.tokenize(text))
 
         say("first query after the write: BM25 rebuild")
         retriever = index.retriever(profile.collection)
@@ -412,12 +382,16 @@ def main(argv: list[str] | None = None) -> int:
             evidence = by_page(probe.find_evidence(question).evidence)
             messages, documents = probe.messages(question, evidence)
             sources = [source for source, _ in documents]
-            prompt_tokens.append(int(llm._chat_ids(messages).shape[-1]))
+            prompt_tokens.append(len(llm._chat_ids(messages)))
             if number % 2 == 0:
+                forget(model)
                 engine_run, answer = run_engine(engine, question)
+                forget(model)
                 direct_run = run_direct(llm, messages)
             else:
+                forget(model)
                 direct_run = run_direct(llm, messages)
+                forget(model)
                 engine_run, answer = run_engine(engine, question)
             cited = {(s.file, s.page) for s in answer.sources}
             prompted = {(s.file, s.page) for s in sources}
@@ -445,8 +419,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    import torch
-
     load_end = os.getloadavg()
     peak = peak_rss_mb()
     engine_ttft = [ms(r.first) for r in engine_runs]
@@ -462,8 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     parts = breakdown.medians()
 
     print(
-        f"rag answer bench: {os.cpu_count()} cores, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        f"rag answer bench: {os.cpu_count()} cores, ik_llama.cpp with {llm.n_threads} threads "
+        f"(prompt batches of {model.n_ubatch} tokens), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
     )
     print(
         f"load average at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} "
@@ -475,9 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         f"retrieval {settings.retrieval}, top_k {profile.top_k}, profile {profile.name!r}"
     )
     print(
-        f"LLM: embedded {info.folder.name}, float32, max_new_tokens {settings.max_new_tokens}, "
+        f"LLM: {describe_llm(llm)} ({model.path}), max_new_tokens {settings.max_new_tokens}, "
         f"temperature {settings.temperature}, context_window {settings.context_window}; "
-        f"{model_note}; loaded in {llm_load_s:.1f} s; weights {weights_mb:.0f} MB"
+        f"loaded in {llm_load_s:.1f} s; weights {weights_mb:.0f} MB"
     )
     print(
         f"questions: {len(timed)} from {QA.name} (warm-up: question {args.questions + 1}); "
@@ -524,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ),
         (
-            "tokens/s, embedded model (decode)",
+            "tokens/s, the model (decode)",
             f"median {median(decode):.1f} tok/s, first to last token, over {len(decode)} full "
             f"answers; {median(overall):.1f} tok/s incl. prompt processing",
             "",
@@ -532,14 +505,14 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (
             "  how tokens were counted",
-            f"SmolLM2 tokenizer on each answer's text: median {median(tokens):.0f} tokens "
-            f"({median(deltas):.0f} streamed deltas: the streamer yields whole words)",
+            f"the model's tokenizer on each answer's text: median {median(tokens):.0f} tokens "
+            f"({median(deltas):.0f} streamed deltas)",
             "",
             "",
         ),
         (
             "peak RSS (ru_maxrss, whole process)",
-            f"{peak:.0f} MB (MiniLM + SmolLM2 float32 + Chroma + BM25 over {stored} chunks)",
+            f"{peak:.0f} MB (MiniLM + the GGUF model + Chroma + BM25 over {stored} chunks)",
             f"<= {GOAL_PEAK_RSS_MB:g} MB",
             verdict(peak <= GOAL_PEAK_RSS_MB),
         ),

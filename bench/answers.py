@@ -79,7 +79,7 @@ def build(storage: Path, cache: Path | None) -> tuple[Any, Any, Any]:
         f"{time.perf_counter() - started:.0f} s"
     )
     llm = build_llm(settings)
-    say("loading the embedded model (converted once into storage/models, about 30 s)")
+    say("loading the embedded model")
     llm.warm_up()
     return index, llm, get_profile(settings.profiles_dir, "general")
 

@@ -186,36 +186,12 @@ def check_local(url: str) -> str:
 
 
 def prepare_models(storage: Path, cache: Path | None) -> None:
-    """storage/models holds the converted embedded model; converting (if needed) in a child process,
-    so the app's peak RSS is the one of serving chats, not of converting."""
-    sys.path.insert(0, str(ROOT))
-    from rag.llm import EMBEDDED_FOLDER, _is_converted, find_embedded_gguf
-
-    models = storage / "models"
+    """storage/models is `cache` when given, so the embedder's ONNX graph is built once for every
+    run (the embedded LLM is read from its package as it is: nothing to prepare)."""
     storage.mkdir(parents=True, exist_ok=True)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        models.symlink_to(cache, target_is_directory=True)
-    folder = models / EMBEDDED_FOLDER
-    if _is_converted(folder, find_embedded_gguf()):
-        say(f"converted embedded model reused from {cache}")
-        return
-    say(f"converting the embedded model once into {cache or 'the temp storage'} (~30 s)")
-    script = (
-        "import sys; from pathlib import Path; from rag.cli import offline_environment; "
-        "offline_environment(); from rag.llm import ensure_embedded_model; "
-        "ensure_embedded_model(Path(sys.argv[1]))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(folder)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"converting the embedded model failed:\n{done.stderr[-2000:]}")
+        (storage / "models").symlink_to(cache, target_is_directory=True)
 
 
 @dataclass
@@ -1045,8 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
         "--models-cache",
         type=Path,
         default=None,
-        help="folder with (or to receive) the converted embedded model; "
-        "default ./storage/models if it exists",
+        help="models folder to share (the embedder's ONNX graph); default ./storage/models if it "
+        "exists",
     )
     parser.add_argument(
         "--duration",

@@ -1,4 +1,4 @@
-"""Small helpers the benchmarks share: progress lines, result tables, where the converted model lives."""
+"""Small helpers the benchmarks share: progress lines, result tables, a shared models folder."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def say(message: str) -> None:
 
 
 def models_cache(requested: Path | None) -> Path | None:
-    """Where a converted embedded model can be reused from: the flag, else ./storage/models."""
+    """A models folder to share between runs (the embedder's ONNX graph, built once; for an older
+    tree, also its converted LLM): the flag, else ./storage/models when it exists."""
     if requested is not None:
         return requested.resolve()
     default = ROOT / "storage" / "models"

@@ -8,13 +8,15 @@ commit before the embedder moved to onnxruntime), each timed N times in a fresh 
   rag --help       until the process exits
   rag status       until the process exits
   rag search       until the process exits (JSON, top 5, over the menus and job postings)
-  rag ask          until the first byte of the answer on stdout (the embedded model)
+  rag ask          until the first byte of the answer on stdout (the embedded model: before,
+                   transformers on the converted model; after, the shipped GGUF on ik_llama.cpp)
   app /healthz     from `chainlit run app.py` until /healthz answers 200
-  rag ask, gguf    the same question with RAG_LLM=gguf (this tree only: the shipped GGUF as it is)
 
 Both trees use one index (built once with this tree's `rag ingest`; the embedder's fingerprint is
-the same) and one converted embedded model (`--models-cache`, as bench/answers.py). Prints the
-median and the fastest run of each, and whether the process imported torch.
+the same) and one models folder (`--models-cache`, copied: the embedder's ONNX graph, and the older
+tree's converted embedded model, which it otherwise makes in its first, unmeasured run; this tree
+runs the shipped GGUF as it is). Prints the median and the fastest run of each, and whether the
+process imported torch.
 """
 
 from __future__ import annotations
@@ -153,11 +155,7 @@ def main() -> int:
                 tree, env, "ask", QUESTION, until_output=True
             ),
             "app until /healthz": app_ready,
-            "rag ask, RAG_LLM=gguf": lambda tree, env: cli(
-                tree, {**env, "RAG_LLM": "gguf"}, "ask", QUESTION, until_output=True
-            ),
         }
-        only_after = {"rag ask, RAG_LLM=gguf"}  # the older tree has no gguf backend
         rows = [
             (
                 "step",
@@ -172,10 +170,6 @@ def main() -> int:
             cells: list[str] = []
             torch: list[str] = []
             for label, tree in (("before", before_tree), ("after", ROOT)):
-                if label == "before" and name in only_after:
-                    cells += ["-", "-"]
-                    torch.append("-")
-                    continue
                 env = environment(tree, storage)
                 step(tree, env)  # once unmeasured: the OS file cache is warm for both trees alike
                 times: list[float] = []

@@ -271,7 +271,7 @@ def number(body: dict[str, Any], name: str, low: float, high: float) -> float | 
 
 def limit_output(llm: LLM, max_tokens: int) -> LLM:
     """The same LLM answering at most `max_tokens` tokens, whichever backend it is."""
-    if hasattr(llm, "max_new_tokens"):  # the embedded model
+    if hasattr(llm, "max_new_tokens"):  # the in-process models (embedded, gguf)
         return llm.model_copy(update={"max_new_tokens": max_tokens})
     extra = getattr(llm, "additional_kwargs", None)
     if isinstance(extra, dict) and "num_predict" in extra:  # Ollama

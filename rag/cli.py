@@ -22,7 +22,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def offline_environment() -> None:
-    """Nothing may reach a model hub or phone home; torch behaves on a shared CPU.
+    """Nothing may reach a model hub or phone home; OpenMP threads behave on a shared CPU.
 
     Set before any model library is imported (the CLI, the app and the tests call it first).
     """
@@ -34,7 +34,8 @@ def offline_environment() -> None:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TRANSFORMERS_VERBOSITY": "error",
-        # torch's idle threads otherwise spin and slow generation ~10x on a busy machine
+        # idle OpenMP threads otherwise spin (torch generated ~10x slower so on a busy machine);
+        # ik_llama.cpp's library is built with OpenMP too
         "OMP_WAIT_POLICY": "PASSIVE",
     }.items():
         os.environ.setdefault(key, value)

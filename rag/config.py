@@ -88,8 +88,8 @@ class Settings(BaseSettings):
 
     # LLM backends.
     llm: Literal["auto", "embedded", "gguf", "ollama", "openai", "bedrock"] = "auto"
-    # RAG_LLM=gguf: any GGUF chat model file, run in-process (unset: the shipped SmolLM2 GGUF),
-    # on this many threads (0 = every core this process may use).
+    # RAG_LLM=gguf: any GGUF chat model file, run in-process (unset: the shipped SmolLM2 GGUF).
+    # Threads of the in-process model, embedded or gguf (0 = every core this process may use).
     gguf_path: Path | None = None
     gguf_threads: int = Field(default=0, ge=0, le=256)
     ollama_base_url: str = Field(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import json
 import logging
 import os
+import re
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,13 +47,16 @@ Q4_1_SAFE_UBATCH = 16
 _LOG_WARN, _LOG_ERROR, _LOG_CONT = 3, 4, 5
 _LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _log_state: dict[str, Any] = {"level": 0, "error": "", "callback": None}
+# Two lines ik_llama.cpp 0.1.5 prints straight to stderr (past its log callback) at every model
+# load: the CPU reports "0 MiB free" as if it were a GPU. They mean nothing here.
+_LOAD_NOISE = re.compile(rb"^Free memory \d+ MiB on device \d+ is less the [^\n]*\n?", re.M)
 _bound = False
 _SHARED: dict[tuple[Path, int, int], GGUFModel] = {}
 
 
 @dataclass(frozen=True)
 class Decoding:
-    """How one answer is decoded (rag/llm.py sets it as it does for the embedded model).
+    """How one answer is decoded (rag/llm.py sets it from its settings and constants).
 
     repeat_penalty: transformers' repetition penalty, on the tokens the answer said only, not
         the prompt's: an answer should copy names and numbers from its passages. 1.0 is off.
@@ -140,6 +147,34 @@ def _bind() -> Any:
     return C
 
 
+@contextlib.contextmanager
+def _load_noise_dropped() -> Iterator[None]:
+    """Capture stderr (fd 2) while a model loads, then write back all of it but _LOAD_NOISE.
+    What another thread writes meanwhile comes out a moment later, not lost."""
+    with contextlib.ExitStack() as stack:
+        capture: Any = None
+        try:
+            capture = stack.enter_context(tempfile.TemporaryFile())
+            saved = os.dup(2)
+        except OSError:  # no temp space, or no stderr at all: the noise is shown
+            capture = None
+        if capture is None:
+            yield
+            return
+        sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = _LOAD_NOISE.sub(b"", capture.read())
+            if kept:
+                os.write(2, kept)
+
+
 def _has_avx_vnni() -> bool:
     """ik_llama.cpp's CPU flash attention is reported to assert without AVX-VNNI; where the
     flag is there it reads prompts ~20% faster. Read from /proc/cpuinfo (Linux; else off)."""
@@ -166,10 +201,11 @@ class GGUFModel:
                 params = C.llama_model_default_params()
                 params.use_mmap = True  # the weights stay page cache, shared between processes
                 params.n_gpu_layers = 0
-                self.model = C.llama_model_load_from_file(str(path).encode("utf-8"), params)
+                with _load_noise_dropped():
+                    self.model = C.llama_model_load_from_file(str(path).encode("utf-8"), params)
         except ImportError as exc:
             raise ConfigError(
-                f"RAG_LLM=gguf needs {GGUF_DIST}: pip install --no-deps {GGUF_DIST} ({exc})"
+                f"running GGUF models needs {GGUF_DIST}: pip install --no-deps {GGUF_DIST} ({exc})"
             ) from exc
         if not self.model:
             reason = _log_state["error"] or "see the log"

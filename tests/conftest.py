@@ -82,18 +82,10 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
 
 @pytest.fixture(scope="session")
 def embedded_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A storage folder whose models/ holds the embedded LLM, converted once per test run."""
-    import time
-
-    import rag.llm as rag_llm
-
+    """A storage folder whose models/ the tests share (the embedder's ONNX graph is built there
+    once); the embedded LLM itself needs nothing in storage."""
     storage = tmp_path_factory.mktemp("llm-storage")
-    # What a conversion killed long ago leaves behind: it must not count, and gets cleaned up.
-    stale = storage / "models" / ".smollm2-135m-instruct.tmp-killed"
-    stale.mkdir(parents=True)
-    (stale / "model.safetensors").write_bytes(b"half written")
-    old = time.time() - 2 * rag_llm.STALE_TEMP_S
-    os.utime(stale, (old, old))
+    (storage / "models").mkdir()
     return storage
 
 
@@ -101,12 +93,12 @@ def embedded_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def embedded_llm(embedded_storage: Path):  # type: ignore[no-untyped-def]
     """The real embedded model, greedy and short, loaded once."""
     from rag.config import Settings
-    from rag.llm import EmbeddedLLM, build_llm
+    from rag.llm import GGUFLLM, build_llm
 
     llm = build_llm(
         Settings(storage_dir=embedded_storage, llm="embedded", temperature=0.0, max_new_tokens=20)
     )
-    assert isinstance(llm, EmbeddedLLM)
+    assert isinstance(llm, GGUFLLM) and llm.backend == "embedded"
     llm.warm_up()
     return llm
 
@@ -115,9 +107,9 @@ def embedded_llm(embedded_storage: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def models_cache(embedded_llm, embedded_storage: Path) -> Path:  # type: ignore[no-untyped-def]
-    """The embedded LLM converted once per run (converting takes ~30 s), shared by every server
-    the tests start and by the in-process model."""
+def models_cache(embedded_storage: Path) -> Path:
+    """One models/ folder shared by every server the tests start (each links its storage/models
+    to it), so the embedder's ONNX graph is built once per run, not once per server."""
     return embedded_storage / "models"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from llama_index.core.llms import ChatMessage, MessageRole
 from rag import cli
 from rag.config import Settings, load_settings
 from rag.errors import BackendError, ConfigError
-from rag.gguf import Q4_1_SAFE_UBATCH
+from rag.gguf import Q4_1_SAFE_UBATCH, GGUFModel, _load_noise_dropped
 from rag.llm import GGUFLLM, build_llm, describe_llm, find_embedded_gguf
 
 MESSAGES = [
@@ -189,6 +190,21 @@ def test_gguf_async_stream_chat(llm: GGUFLLM) -> None:
 
     deltas = asyncio.run(collect())
     assert len(deltas) >= 3 and "".join(deltas) == llm.chat(MESSAGES).message.content
+
+
+def test_gguf_a_load_keeps_the_runtimes_device_noise_off_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # ik_llama.cpp writes two "Free memory 0 MiB on device 0" lines to fd 2 at every load: on the
+    # embedded default, every `rag ask` would print them.
+    model = GGUFModel(find_embedded_gguf(), n_ctx=512, n_threads=1)
+    model.close()
+    assert "Free memory" not in capfd.readouterr().err
+    # What else reaches stderr meanwhile is written back, not lost.
+    with _load_noise_dropped():
+        os.write(2, b"Free memory 0 MiB on device 0 is less the 1024 MiB safety margin\n")
+        os.write(2, b"a warning of someone else\n")
+    assert capfd.readouterr().err == "a warning of someone else\n"
 
 
 def test_gguf_a_prompt_longer_than_the_context_is_refused_in_one_line(llm: GGUFLLM) -> None:

