@@ -1,13 +1,13 @@
 """Answer benchmark: our grounded answers vs LlamaIndex's `condense_plus_context` chat engine.
 
-    .venv/bin/python bench/answers.py [--sets dev,heldout] [--no-baseline] [--models-cache DIR]
+    .venv/bin/python bench/answers.py [--sets dev,heldout,fresh] [--no-baseline] [--models-cache DIR]
                                       [--reports DIR]
 
 In one process, offline, with the embedded SmolLM2 and the bundled MiniLM for both systems:
 
   1. indexes the shared corpus (menus, jobs, the essay, the CV and the good PDFs) into one
      collection of a temporary storage folder, as `rag ingest` does;
-  2. calibration, on the development set only (bench/qa/answers.jsonl), without the model: for
+  2. calibration, on the sets the engine was tuned on (dev and heldout), without the model: for
      each answerability threshold, the share of unanswerable questions refused (refusal recall),
      of answerable ones refused (false refusals), and of answerable ones whose quoted evidence
      already holds the answer; the threshold in use is marked;
@@ -21,8 +21,10 @@ In one process, offline, with the embedded SmolLM2 and the bundled MiniLM for bo
      page of the corpus (7-16 words, chosen by rule, not by hand) are asked as questions; the page
      of our top evidence span vs the page of LlamaIndex's top retrieved chunk.
 
-The held-out set (bench/qa/answers_heldout.jsonl) was written apart from the development set and is
-never used to tune anything: its numbers are the ones to trust.
+Three sets: dev (bench/qa/answers.jsonl) tunes the engine; heldout (answers_heldout.jsonl) was
+written apart from it, but its failures were studied while the engine improved, so it is tuned on
+too; fresh (answers_fresh.jsonl) was written by someone who had read neither the engine nor the
+other sets, and nothing is tuned on it: its numbers are the ones to trust.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 SETS = {"dev": ROOT / "bench" / "qa" / "answers.jsonl"}
 SETS["heldout"] = ROOT / "bench" / "qa" / "answers_heldout.jsonl"
+SETS["fresh"] = ROOT / "bench" / "qa" / "answers_fresh.jsonl"
+TUNED_ON = ("dev", "heldout")
 DOCUMENTS = ["menus", "jobs", "essays", "cv", "pdfs/good"]
 sys.path.insert(0, str(ROOT))
 
@@ -56,7 +60,7 @@ GOALS = {
     "citation_accuracy": ">= 0.95",
     "first_token_p50_s": "<= 2 s",
 }
-THRESHOLDS = [0.30, 0.35, 0.40, 0.42, 0.44, 0.45, 0.46, 0.48, 0.50, 0.55]
+THRESHOLDS = [0.30, 0.33, 0.36, 0.38, 0.40, 0.42, 0.45, 0.48, 0.50, 0.55]
 BASELINE_TOP_K = 5
 
 
@@ -105,7 +109,7 @@ def calibrate(index: Any, profile: Any, items: list[Any]) -> None:
         holds = bool(item.must) and all(re.search(p, quotes, re.I) for p in item.must)
         hard = bool(findings.reason) and findings.reason != "no passage found answers it"
         rows.append((item, findings.confidence, hard, holds))
-    print("\n== calibration of 'the documents don't say' (development set, no model)")
+    print("\n== calibration of 'the documents don't say' (dev and heldout sets, no model)")
     print(f"{'threshold':>10} {'refusal recall':>15} {'false refusals':>15} {'evidence holds':>15}")
     answerable = [r for r in rows if not r[0].refuse]
     unanswerable = [r for r in rows if r[0].refuse]
@@ -269,7 +273,9 @@ def page_citations(index: Any, profile: Any, baseline: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", default="dev,heldout", help="comma-separated: dev, heldout")
+    parser.add_argument(
+        "--sets", default="dev,heldout,fresh", help="comma-separated: dev, heldout, fresh"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip LlamaIndex's engine")
     parser.add_argument("--models-cache", type=Path, default=None)
     parser.add_argument("--reports", type=Path, default=None, help="write per-question JSONL here")
@@ -286,8 +292,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-answers-") as temp:
         index, llm, profile = build(Path(temp) / "storage", models_cache(args.models_cache))
         page_citations(index, profile, not args.no_baseline)
-        if "dev" in sets:
-            calibrate(index, profile, sets["dev"])
+        tuned = [item for name in TUNED_ON for item in sets.get(name, [])]
+        if tuned:
+            calibrate(index, profile, tuned)
         for set_name, items in sets.items():
             results = {"ours": run(f"ours/{set_name}", ours(index, llm, profile), items)}
             if not args.no_baseline:

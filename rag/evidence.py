@@ -215,7 +215,7 @@ class Findings:
 class Calibration:
     """Thresholds of the answerability decision (see bench/answers.py for how they were chosen)."""
 
-    min_confidence: float = 0.45
+    min_confidence: float = 0.36
     max_units: int = 6  # evidence spans handed to the model
     max_per_chunk: int = 3
     embed_limit: int = 32  # spans embedded per question (the most promising by keywords and rank)
@@ -529,6 +529,8 @@ class _Candidate:
     keyed: set[str] = field(
         default_factory=set
     )  # question terms in the keys of its key: value lines
+    # The text and page end of the span when a chunk's end cut it and the next chunk completed it.
+    mended: tuple[str, int] | None = None
     # The sentence after this one in its paragraph, when this one is a sentence of prose.
     following: tuple[int, int] | None = None
 
@@ -729,7 +731,9 @@ def select(
         # A question that quotes the document ("where does it say '...'?") finds that very line.
         run = shared_run(asked_words, _text(candidate))
         candidate.score += min(QUOTE_BONUS_CAP, QUOTE_BONUS * max(0, run - QUOTE_RUN + 1))
-    ranked = _distinct(sorted(candidates, key=lambda c: c.score, reverse=True))
+    ranked = sorted(candidates, key=lambda c: c.score, reverse=True)
+    _mend(ranked)
+    ranked = _distinct(ranked)
     closest = [_evidence(c) for c in ranked[:3]]
     eligible = [c for c in ranked if c.typed and c.eligible]
     # A heading ("Capital" over a column) names a subject but answers nothing itself.
@@ -876,7 +880,38 @@ def _numerals(text: str) -> str:
 
 
 def _text(candidate: _Candidate) -> str:
+    if candidate.mended is not None:
+        return candidate.mended[0]
     return candidate.hit.node.get_content()[candidate.start : candidate.end]
+
+
+def _page_span(candidate: _Candidate) -> tuple[int, int] | None:
+    """[start, end) of the span in its page's stored text; None for an index without offsets."""
+    start = candidate.hit.node.metadata.get("start_char")
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        return None
+    end = candidate.mended[1] if candidate.mended is not None else start + candidate.end
+    return start + candidate.start, end
+
+
+def _mend(ranked: list[_Candidate]) -> None:
+    """A unit that a chunk's end cut goes on in the next chunk, which overlaps it: the span that
+    starts inside it and runs past the cut completes it (a JSON record, a menu item)."""
+    for candidate in ranked:
+        content = candidate.hit.node.get_content()
+        span = _page_span(candidate)
+        if span is None or content[candidate.end :].strip() or candidate.mended is not None:
+            continue
+        for other in ranked:
+            if other is candidate or _page_key(other) != _page_key(candidate):
+                continue
+            beyond = _page_span(other)
+            if beyond is None or not span[0] < beyond[0] < span[1] < beyond[1]:
+                continue
+            rest = _text(other)[span[1] - beyond[0] :]
+            candidate.mended = (_text(candidate) + rest, beyond[1])
+            candidate.own |= other.own
+            break
 
 
 def _embed_best(
@@ -926,12 +961,8 @@ def _page_key(candidate: _Candidate) -> tuple[str, Any]:
 
 
 def _evidence(candidate: _Candidate) -> Evidence:
-    metadata = candidate.hit.node.metadata
     source = to_source(candidate.hit)
-    start = metadata.get("start_char")
-    span = None
-    if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
-        span = (start + candidate.start, start + candidate.end)
+    span = _page_span(candidate)
     return Evidence(
         file=source.file,
         page=source.page,

@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # LlamaIndex loads when files are split: `rag remove` never n
 # Chunks embedded and written together. Large enough that sorting by length keeps padding low,
 # small enough for steady progress and bounded memory.
 EMBED_GROUP = 256
+# How the splitter cuts what is not a sentence: line by line (each with its line breaks).
+LINES = r"[^\n]+\n*|\n+"
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,11 @@ class Indexer:
         from llama_index.core.node_parser import SentenceSplitter
 
         self.splitter = SentenceSplitter(
-            chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap
+            chunk_size=settings.chunk_size,
+            chunk_overlap=settings.chunk_overlap,
+            # Text that is not cut into sentences (a menu, a table, a list) is cut at line ends,
+            # never inside a line: an item and its price stay in one chunk.
+            secondary_chunking_regex=LINES,
         )
 
     def recover(self) -> list[str]:

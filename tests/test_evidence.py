@@ -455,3 +455,39 @@ def test_a_name_in_camel_case_starting_lower_case_is_a_name() -> None:
     assert [(f.kind, f.text) for f in verifier.unsupported("Apply in the iPhone app.")] == [
         ("name", "iPhone")
     ]
+
+
+def test_a_chunk_ends_at_the_end_of_a_line(tmp_path: Path, embedder: Any) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [f"Dish number {n} with roasted vegetables and herbs | {100 + n}" for n in range(60)]
+    (data / "menu.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = Settings(storage_dir=tmp_path / "storage", data_dir=data, chunk_size=64)
+    index = Index(settings, embedder)
+    try:
+        assert index.ingest([data / "menu.txt"]).ok
+        with index.reading(DEFAULT_PROFILE.collection) as retriever:
+            chunks = retriever.keyword_index().texts
+        assert len(chunks) > 3
+        for chunk in chunks:
+            assert all(line in lines for line in chunk.strip().split("\n")), chunk
+    finally:
+        index.close()
+
+
+def test_a_record_cut_by_the_end_of_a_chunk_is_quoted_whole(
+    tmp_path: Path, embedder: Any, corpus: Path
+) -> None:
+    # The posting's first chunk ends inside its skills record, after "JavaScript"; the next chunk
+    # overlaps it and goes on to "React".
+    path = corpus / "jobs" / "jsonresume-sample.job.json"
+    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=path.parent), embedder)
+    try:
+        assert index.ingest([path]).ok
+        findings = evidence_engine(index).find_evidence(
+            "Which JavaScript framework is listed in the skills of the web developer job?"
+        )
+        best = findings.evidence[0].quote
+        assert "JavaScript" in best and "React" in best, best
+    finally:
+        index.close()
