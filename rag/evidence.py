@@ -215,7 +215,7 @@ class Findings:
 class Calibration:
     """Thresholds of the answerability decision (see bench/answers.py for how they were chosen)."""
 
-    min_confidence: float = 0.36
+    min_confidence: float = 0.33
     max_units: int = 6  # evidence spans handed to the model
     max_per_chunk: int = 3
     embed_limit: int = 32  # spans embedded per question (the most promising by keywords and rank)

@@ -220,17 +220,28 @@ SENTENCE_BREAK = re.compile(
 )
 
 
+# A full stop that ends an abbreviation, not a sentence: "U.S.", "e.g.", "No. 7", "Dr. Smith".
+ABBREVIATION = re.compile(
+    r"(?:\b[A-Za-z]\.|\b(?:e\.g|i\.e|etc|vs|No|Nr|Mr|Mrs|Ms|Dr|St|Inc|Ltd|Co|approx|incl)\.)$"
+)
+
+
 def sentences(tokens: Iterable[str]) -> Iterator[tuple[str, bool]]:
     """Complete sentences of a token stream as they form: (sentence with its trailing space,
     complete). The last piece is yielded with complete=False when the stream stopped mid-sentence."""
     buffer = ""
     for token in tokens:
         buffer += token
+        start = 0
         while True:
-            match = SENTENCE_BREAK.search(buffer)
+            match = SENTENCE_BREAK.search(buffer, start)
             if match is None:
                 break
+            if ABBREVIATION.search(buffer, 0, match.start()) and "\n" not in match.group():
+                start = match.end()  # "U.S. registry": the sentence goes on
+                continue
             yield buffer[: match.end()], True
             buffer = buffer[match.end() :]
+            start = 0
     if buffer.strip():
         yield buffer, bool(re.search(r"[.!?…][\"”»)\]]*\s*$", buffer))

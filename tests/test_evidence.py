@@ -491,3 +491,11 @@ def test_a_record_cut_by_the_end_of_a_chunk_is_quoted_whole(
         assert "JavaScript" in best and "React" in best, best
     finally:
         index.close()
+
+
+def test_an_abbreviation_does_not_end_a_sentence_of_the_stream() -> None:
+    stream = ["The AD for U.S. registry affects 72 ", "airplanes. Dr. Lee ", "wrote it."]
+    assert [text for text, _ in sentences(stream)] == [
+        "The AD for U.S. registry affects 72 airplanes. ",
+        "Dr. Lee wrote it.",
+    ]
