@@ -196,12 +196,17 @@ class Verifier:
         return [fact for fact in facts(text) if not self.supported(fact)]
 
     def grounded(self, text: str) -> bool:
-        """Whether most words a sentence adds to the question come from the evidence: a sentence
-        of the model's own knowledge, or the question's words with an invented claim around
-        them ("X ... is available for purchase on their website"), is not shown as an answer."""
+        """Whether the sentence adds to the question, and most words it adds come from the
+        evidence: a sentence of the model's own knowledge, the question's words with an invented
+        claim around them ("X ... is available for purchase on their website"), or the question
+        answered by "yes" or "no" alone is not shown as an answer."""
         if "```" in text:
             return False  # code the model wrote is not a passage of the documents
         content = content_stems(CITATION.sub(" ", text), shortest=3) - self.asked
+        if not content:
+            # Only the question's words again: a bare "yes" or "no, it does not include X" says
+            # something about the documents that nothing in the evidence shows.
+            return False
         if len(content) < 2:
             return True
         held = sum(

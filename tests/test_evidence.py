@@ -499,3 +499,12 @@ def test_an_abbreviation_does_not_end_a_sentence_of_the_stream() -> None:
         "The AD for U.S. registry affects 72 airplanes. ",
         "Dr. Lee wrote it.",
     ]
+
+
+def test_a_bare_yes_or_no_is_not_grounded() -> None:
+    verifier = Verifier(
+        ["Provide overnight/weekend on-call support and weekday help desk support"],
+        "Does the job include on-call duty?",
+    )
+    assert not verifier.grounded("No, the job does not include on-call duty.")
+    assert verifier.grounded("Yes: overnight and weekend on-call support [1].")
