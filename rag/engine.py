@@ -465,6 +465,14 @@ def shown_quotes(evidence: Sequence[Evidence]) -> list[Evidence]:
         # One line printed on two pages (a notice's summary repeated) is quoted once.
         if all(span.display() != other.display() for other in shown):
             shown.append(span)
+    # The other half of a question that asks two things, however it scores.
+    covered = set().union(*(span.terms for span in shown))
+    for span in ranked:
+        if len(shown) == QUOTES_SHOWN:
+            break
+        if span not in shown and span.terms - covered:
+            shown.append(span)
+            covered |= span.terms
     # A span holding the kind of fact asked for (the price) comes before one that sets the scene.
     return sorted(shown, key=lambda e: not e.typed)
 

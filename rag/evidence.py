@@ -20,6 +20,9 @@ from rag.verify import names
 PROSE_LINE = 160
 # Confidence kept when the question uses a name no document mentions.
 UNKNOWN_NAME_FACTOR = 0.6
+# Spans added for words of the question the chosen ones lack, down to this share of the floor.
+COMPLEMENTS = 2
+COMPLEMENT_FLOOR = 0.7
 # Spans of one file whose terms together decide whether a question is answered.
 JOINT_SPANS = 3
 # The best spans, any of which may show the question is answered (the best by score may be a
@@ -190,6 +193,7 @@ class Evidence:
     file_id: str = ""
     chunk_text: str = field(default="", repr=False, compare=False)
     typed: bool = True  # it holds the kind of fact the question asks for (if it asks for one)
+    terms: frozenset[str] = frozenset()  # the question's words it holds (stems)
 
     def citation(self) -> str:
         return f"{self.file}, page {self.page}" if self.page is not None else self.file
@@ -771,6 +775,7 @@ def select(
                 continue
             per_chunk[candidate.hit_rank] = per_chunk.get(candidate.hit_rank, 0) + 1
             chosen.append(candidate)
+        chosen += _complements(chosen, [c for c in ranked if c.eligible], floor * COMPLEMENT_FLOOR)
     for candidate in chosen:
         _complete(candidate, question, terms, wanted)
     return Findings(
@@ -781,6 +786,25 @@ def select(
         confidence=round(confidence, 4),
         reason=reason,
     )
+
+
+def _complements(
+    chosen: Sequence[_Candidate], ranked: Sequence[_Candidate], floor: float
+) -> list[_Candidate]:
+    """Spans that hold a word of the question none of the chosen spans holds, best first: the
+    other half of a question that asks two things ("where did he earn his bachelor's degree,
+    and in what field?"), which may score well below the half that matches more words."""
+    covered = set().union(*(c.own for c in chosen))
+    added: list[_Candidate] = []
+    for candidate in ranked:
+        if len(added) == COMPLEMENTS or candidate.score < floor:
+            break
+        subject = {t.stem for t in candidate.subject}
+        if candidate in chosen or not (candidate.own & subject) - covered:
+            continue
+        added.append(candidate)
+        covered |= candidate.own
+    return added
 
 
 def _described_below(
@@ -974,4 +998,5 @@ def _evidence(candidate: _Candidate) -> Evidence:
         file_id=source.file_id,
         chunk_text=source.text,
         typed=candidate.typed,
+        terms=frozenset(candidate.own & {t.stem for t in candidate.subject}),
     )

@@ -508,3 +508,31 @@ def test_a_bare_yes_or_no_is_not_grounded() -> None:
     )
     assert not verifier.grounded("No, the job does not include on-call duty.")
     assert verifier.grounded("Yes: overnight and weekend on-call support [1].")
+
+
+def test_a_question_asking_two_things_is_quoted_for_both() -> None:
+    # "Where did he earn his degree, and was it a bachelor?": the second half scores far lower.
+    degree = Evidence(
+        "cv.json",
+        None,
+        "He has earned degrees from Oklahoma.",
+        None,
+        0.9,
+        1.0,
+        1.0,
+        terms=frozenset({"earn", "degre"}),
+    )
+    bachelor = Evidence(
+        "cv.json",
+        None,
+        "education[0].studyType: Bachelor",
+        None,
+        0.4,
+        1.0,
+        1.0,
+        terms=frozenset({"bachelor"}),
+    )
+    again = Evidence(
+        "cv.json", None, "Degrees matter.", None, 0.3, 1.0, 1.0, terms=frozenset({"degre"})
+    )
+    assert shown_quotes([degree, bachelor, again]) == [degree, bachelor]
