@@ -389,7 +389,8 @@ def judge(item: AnswerItem, reply: Reply) -> AnswerRow:
     if item.refuse:
         correct = refused and not any(re.search(p, text, re.I) for p in item.forbid)
     else:
-        correct = all(re.search(p, text, re.I) for p in item.must)
+        # A refusal is wrong here even when the closest passages it quotes hold the answer.
+        correct = not refused and all(re.search(p, text, re.I) for p in item.must)
     verifier = Verifier(reply.context, " ".join([*item.history, item.question]))
     found = facts(text)
     cited_right = None

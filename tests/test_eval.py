@@ -277,6 +277,14 @@ def test_an_answer_is_right_when_every_must_pattern_matches() -> None:
     assert not judge(item, Reply("It is 3.50e.", 0.5)).correct
 
 
+def test_a_refusal_is_not_a_right_answer_even_when_its_closest_passages_hold_it() -> None:
+    from rag.evaluate import AnswerItem, Reply, judge
+
+    item = AnswerItem(id="a", question="How much is a Duvel?", must=(r"3[.,]50?",))
+    refusal = "The documents don't say. The closest passages found:\n> “Duvel (8.5◦) 3.50e” [1]"
+    assert not judge(item, Reply(refusal, 0.1)).correct
+
+
 def test_a_refusal_is_right_only_without_forbidden_text() -> None:
     from rag.evaluate import AnswerItem, Reply, judge
 
