@@ -20,6 +20,8 @@ from rag.verify import names
 PROSE_LINE = 160
 # Confidence kept when the question uses a name no document mentions.
 UNKNOWN_NAME_FACTOR = 0.6
+# Small words inside a name of several words ("War and Peace", "University of Iowa").
+PHRASE_JOINERS = frozenset({"and", "of", "the", "de", "la", "del", "von", "van", "&"})
 # Spans added for words of the question the chosen ones lack, down to this share of the floor.
 COMPLEMENTS = 2
 COMPLEMENT_FLOOR = 0.7
@@ -746,6 +748,9 @@ def select(
     if eligible and wanted is not None and wanted[0] in SPECIFIC_TYPES:
         confidence += SPECIFIC_TYPE_BONUS
     unknown = [t.raw for t in terms if t.proper and not scopes.known(t)]
+    if not unknown:  # "War and Peace": each word is known, the title is not
+        titles = {document_title(str(hit.node.metadata.get("file", ""))) for hit in hits}
+        unknown = _unknown_phrases(question, [hit.node.get_content() for hit in hits], titles)
     if unknown:  # a name no document mentions ("Guinness", "iOS") is most likely not there
         confidence *= UNKNOWN_NAME_FACTOR
     reason = ""
@@ -786,6 +791,39 @@ def select(
         confidence=round(confidence, 4),
         reason=reason,
     )
+
+
+def _unknown_phrases(question: str, texts: Sequence[str], titles: Iterable[str]) -> list[str]:
+    """Names of several words in the question ("War and Peace", "Richard Hendriks") that none of
+    the passages nor their files' titles holds as a phrase."""
+    found = set(names(question))
+    words = list(re.finditer(r"[\w'’-]+", question))
+    phrases: list[list[str]] = []
+    run: list[str] = []
+    for word in [*words, None]:
+        text = word.group() if word is not None else ""
+        if text in found:
+            run.append(text)
+            continue
+        if run and text.casefold() in PHRASE_JOINERS:
+            run.append(text)
+            continue
+        while run and run[-1] not in found:
+            run.pop()  # "War and" before a word that is no name
+        if sum(part in found for part in run) >= 2:
+            phrases.append(run)
+        run = []
+    if not phrases:
+        return []
+    haystack = _phrase_text(" | ".join([*texts, *titles]))
+    return [
+        " ".join(phrase) for phrase in phrases if _phrase_text(" ".join(phrase)) not in haystack
+    ]
+
+
+def _phrase_text(text: str) -> str:
+    """Text as phrases are compared: case, punctuation and spacing set aside."""
+    return " " + " ".join(re.findall(r"\w+", text.casefold())) + " "
 
 
 def _complements(

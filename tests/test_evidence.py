@@ -536,3 +536,17 @@ def test_a_question_asking_two_things_is_quoted_for_both() -> None:
         "cv.json", None, "Degrees matter.", None, 0.3, 1.0, 1.0, terms=frozenset({"degre"})
     )
     assert shown_quotes([degree, bachelor, again]) == [degree, bachelor]
+
+
+def test_a_title_no_passage_holds_is_unknown_though_its_words_are_known(
+    tmp_path: Path, embedder: Any, corpus: Path
+) -> None:
+    # Civil war letters speak of the war and of peace; no passage names "War and Peace".
+    path = corpus / "pdfs" / "good" / "Seige_of_Vicksburg_Sample_OCR.pdf"
+    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=path.parent), embedder)
+    try:
+        assert index.ingest([path]).ok
+        findings = evidence_engine(index).find_evidence("Who wrote the novel War and Peace?")
+        assert not findings.answerable, (findings.confidence, findings.evidence[:1])
+    finally:
+        index.close()
