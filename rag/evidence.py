@@ -221,7 +221,7 @@ class Findings:
 class Calibration:
     """Thresholds of the answerability decision (see bench/answers.py for how they were chosen)."""
 
-    min_confidence: float = 0.33
+    min_confidence: float = 0.34
     max_units: int = 6  # evidence spans handed to the model
     max_per_chunk: int = 3
     embed_limit: int = 32  # spans embedded per question (the most promising by keywords and rank)
@@ -737,6 +737,8 @@ def select(
         # A question that quotes the document ("where does it say '...'?") finds that very line.
         run = shared_run(asked_words, _text(candidate))
         candidate.score += min(QUOTE_BONUS_CAP, QUOTE_BONUS * max(0, run - QUOTE_RUN + 1))
+        if run == len(asked_words) >= QUOTE_RUN:  # the whole question is a line of this span
+            candidate.score += QUOTE_BONUS_CAP
     ranked = sorted(candidates, key=lambda c: c.score, reverse=True)
     _mend(ranked)
     ranked = _distinct(ranked)

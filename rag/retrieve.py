@@ -268,8 +268,19 @@ def fuse(rankings: list[list[NodeWithScore]], top_k: int) -> list[NodeWithScore]
             scores[hit.node.node_id] = scores.get(hit.node.node_id, 0.0) + 1.0 / (RRF_K + rank)
             nodes.setdefault(hit.node.node_id, hit)
     best = len(rankings) / (RRF_K + 1)
-    ordered = sorted(scores, key=lambda node_id: scores[node_id], reverse=True)[:top_k]
-    return [NodeWithScore(node=nodes[i].node, score=scores[i] / best) for i in ordered]
+    ordered = sorted(scores, key=lambda node_id: scores[node_id], reverse=True)
+    chosen = ordered[:top_k]
+    # Each list's first hit is kept: a chunk only keyword search finds (the one passage with a
+    # rare word, a quoted line) would otherwise lose to chunks both lists rank in the middle.
+    heads = list(dict.fromkeys(ranking[0].node.node_id for ranking in rankings if ranking))
+    for head in [h for h in heads if h not in chosen]:
+        others = [i for i in chosen if i not in heads]
+        if not others:
+            break
+        chosen.remove(others[-1])
+        chosen.append(head)
+    chosen.sort(key=lambda node_id: scores[node_id], reverse=True)
+    return [NodeWithScore(node=nodes[i].node, score=scores[i] / best) for i in chosen]
 
 
 @dataclass(frozen=True)

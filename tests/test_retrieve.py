@@ -122,3 +122,16 @@ def test_where_matching() -> None:
     assert matches(metadata, {"chat": {"$in": ["c1", "c2"]}})
     assert not matches(metadata, {"$and": [{"file": "x.pdf"}, {"chat": {"$ne": "c1"}}]})
     assert matches(metadata, {"$or": [{"file": "y.pdf"}, {"chat": "c1"}]})
+
+
+def test_fusion_keeps_the_first_hit_of_each_list() -> None:
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    def hits(*ids: str) -> list[NodeWithScore]:
+        return [NodeWithScore(node=TextNode(id_=i, text=i), score=1.0) for i in ids]
+
+    # "rare" is first by keywords but no vector hit; b..f are in the middle of both lists.
+    vector = hits("a", "b", "c", "d", "e", "f")
+    keyword = hits("rare", "f", "e", "d", "c", "b")
+    fused = [hit.node.node_id for hit in fuse([vector, keyword], 3)]
+    assert "rare" in fused and "a" in fused and len(fused) == 3
