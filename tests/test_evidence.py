@@ -44,6 +44,16 @@ def stored_pages(path: Path) -> dict[int | None, str]:
     return {page.page: page.text for page in loaded.pages}
 
 
+def indexed(tmp_path: Path, embedder: Any, name: str, text: str) -> Index:
+    """An index of one document a test writes."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / name).write_text(text, encoding="utf-8")
+    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=data), embedder)
+    assert index.ingest([data / name]).ok
+    return index
+
+
 def test_evidence_spans_are_offsets_into_the_stored_page_text(
     corpus_index: Index, corpus: Path
 ) -> None:
@@ -119,17 +129,15 @@ def test_a_list_of_short_items_is_one_unit_with_its_lead_in() -> None:
 
 def test_a_count_asked_in_other_words_is_answered(tmp_path: Path, embedder: Any) -> None:
     # "workers" is in no document; the report's column says "Employees".
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "layoffs.md").write_text(
+    index = indexed(
+        tmp_path,
+        embedder,
+        "layoffs.md",
         "# Layoff notices\n\n"
         + "Employers file a notice with the state before a layoff, as the law requires. " * 5
         + "\n\nAcme Tools, Springfield: 120 employees.\n\nBeta Foods, Shelbyville: 45 employees.\n",
-        encoding="utf-8",
     )
-    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=data), embedder)
     try:
-        assert index.ingest([data / "layoffs.md"]).ok
         findings = evidence_engine(index).find_evidence("How many workers does Acme Tools lay off?")
         assert findings.answerable, findings.reason
         assert "120" in findings.evidence[0].quote
@@ -151,18 +159,16 @@ def test_a_table_row_is_a_unit_of_its_own() -> None:
 def test_a_number_written_in_words_answers_a_question_asking_for_one(
     tmp_path: Path, embedder: Any
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "letters.md").write_text(
+    index = indexed(
+        tmp_path,
+        embedder,
+        "letters.md",
         "# Letters from the camp\n\n"
         + "We marched all day through the hills and slept by the river. " * 5
         + "\n\nMany a family is dependent upon the thirteen dollars a month drawn here by the "
         "head of it.\n",
-        encoding="utf-8",
     )
-    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=data), embedder)
     try:
-        assert index.ingest([data / "letters.md"]).ok
         findings = evidence_engine(index).find_evidence(
             "How much monthly pay does the head of a family draw?"
         )
@@ -233,16 +239,6 @@ def test_a_stream_is_cut_into_sentences_as_they_complete() -> None:
         ("It is strong.\n", True),
         ("The rest", False),
     ]
-
-
-def indexed(tmp_path: Path, embedder: Any, name: str, text: str) -> Index:
-    """An index of one document a test writes."""
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / name).write_text(text, encoding="utf-8")
-    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=data), embedder)
-    assert index.ingest([data / name]).ok
-    return index
 
 
 def test_a_line_ending_in_an_operator_goes_on_into_the_next() -> None:
