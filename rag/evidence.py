@@ -796,31 +796,19 @@ def select(
 
 
 def _unknown_phrases(question: str, texts: Sequence[str], titles: Iterable[str]) -> list[str]:
-    """Names of several words in the question ("War and Peace", "Richard Hendriks") that none of
-    the passages nor their files' titles holds as a phrase."""
+    """Titles of the form "War and Peace" or "University of Iowa" (a name, a small word, a name)
+    in the question that none of the passages nor their files' titles holds as a phrase."""
     found = set(names(question))
-    words = list(re.finditer(r"[\w'’-]+", question))
-    phrases: list[list[str]] = []
-    run: list[str] = []
-    for word in [*words, None]:
-        text = word.group() if word is not None else ""
-        if text in found:
-            run.append(text)
-            continue
-        if run and text.casefold() in PHRASE_JOINERS:
-            run.append(text)
-            continue
-        while run and run[-1] not in found:
-            run.pop()  # "War and" before a word that is no name
-        if sum(part in found for part in run) >= 2:
-            phrases.append(run)
-        run = []
+    words = [word.group() for word in re.finditer(r"[\w'’-]+", question)]
+    phrases = [
+        " ".join(words[i : i + 3])
+        for i in range(len(words) - 2)
+        if words[i] in found and words[i + 2] in found and words[i + 1].casefold() in PHRASE_JOINERS
+    ]
     if not phrases:
         return []
     haystack = _phrase_text(" | ".join([*texts, *titles]))
-    return [
-        " ".join(phrase) for phrase in phrases if _phrase_text(" ".join(phrase)) not in haystack
-    ]
+    return [phrase for phrase in phrases if _phrase_text(phrase) not in haystack]
 
 
 def _phrase_text(text: str) -> str:
