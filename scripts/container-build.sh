@@ -12,8 +12,8 @@
 #   RAG_BASE_IMAGE   the base to build on (default localhost/rag-base:bookworm, made here if missing;
 #                    python:3.11-slim where a registry is reachable)
 #   DEBIAN_MIRROR    for debootstrap (default: the mirror apt uses on this machine)
-#   WHEELS_DIR       folder holding the CPU torch wheel (default /opt/wheels when it exists);
-#                    without it torch comes from PyTorch's CPU index
+#   WHEELS_DIR       a folder of wheels pip looks in before PyPI (default: none; the image
+#                    installs requirements.lock only, which has no torch)
 #   CA_CERTS_DIR     the CA bundle pip must trust (default /etc/ssl/certs), mounted into the build
 #   RAG_WORK_DIR     scratch folder (default /tmp/rag-container)
 set -euo pipefail
@@ -24,7 +24,6 @@ base=${RAG_BASE_IMAGE:-localhost/rag-base:bookworm}
 work=${RAG_WORK_DIR:-/tmp/rag-container}
 certs=${CA_CERTS_DIR:-/etc/ssl/certs}
 wheels=${WHEELS_DIR:-}
-if [ -z "$wheels" ] && [ -d /opt/wheels ]; then wheels=/opt/wheels; fi
 mkdir -p "$work"
 
 command -v podman >/dev/null || { echo "container-build: podman is not installed" >&2; exit 1; }
@@ -78,7 +77,7 @@ fi
 args=(--format docker --tag "$image" --build-arg "BASE_IMAGE=$base")
 if [ -d "$certs" ]; then args+=(--volume "$certs:/etc/ssl/certs:ro"); fi
 if [ -n "$wheels" ]; then
-    args+=(--volume "$wheels:/wheels:ro" --build-arg FIND_LINKS=/wheels --build-arg TORCH_INDEX_URL=)
+    args+=(--volume "$wheels:/wheels:ro" --build-arg FIND_LINKS=/wheels)
 fi
 echo "container-build: podman build ${args[*]} ."
 start=$SECONDS

