@@ -64,6 +64,8 @@ REPLY_NAMES = 2
 FOLLOW_UP_TERMS = 4
 # A last piece shorter than this, cut off by the length limit, is left out rather than shown.
 MIN_FRAGMENT_WORDS = 4
+# Failed sentences, before any passed, after which the model is stopped and the evidence quoted.
+UNVERIFIED_OPENING = 2
 
 
 @dataclass
@@ -362,6 +364,7 @@ class ChatEngine:
             return CITATION.sub(replace, sentence)
 
         shown: list[str] = []
+        unshown = 0  # sentences that failed before any was shown
         declined = in_code = False
         seen: set[str] = set()
         stream = self._model_stream(messages)
@@ -389,6 +392,11 @@ class ChatEngine:
                 answer.facts_rejected += len(rejected)
                 if rejected or not verifier.grounded(sentence):
                     answer.verified = False
+                    unshown += 0 if shown else 1
+                    if unshown == UNVERIFIED_OPENING:
+                        # A model whose first sentences all fail will not answer from the
+                        # evidence: the quotes are shown now instead of after its last token.
+                        break
                     continue
                 text = renumber(sentence)
                 if not complete:

@@ -70,6 +70,19 @@ def test_an_unsupported_number_is_replaced_by_the_quote(
     assert not answer.verified and answer.facts_rejected == 1
 
 
+def test_a_model_whose_first_sentences_fail_is_stopped_and_the_quote_shown(
+    filled_index: Index, ollama: FakeOllama
+) -> None:
+    ollama.reply = (
+        "The lighthouse opens at 7 [1]. It closes at 11 [1]. The lighthouse opens at nine [1]."
+    )
+    answer = ollama_engine(filled_index, ollama).ask("When does the lighthouse open?")
+    list(answer.stream())
+    assert answer.text.startswith("The documents say:")
+    assert "opens at nine [1]." not in answer.text  # the third sentence was never read
+    assert answer.facts_rejected == 2
+
+
 def test_an_unanswerable_question_is_refused_without_the_model(
     filled_index: Index, ollama: FakeOllama
 ) -> None:
