@@ -19,6 +19,7 @@ from rag.logs import internal_error_line, log_to_file
 logger = logging.getLogger("rag.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a tool killed by SIGPIPE reports
 
 
 def offline_environment() -> None:
@@ -130,6 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rag: interrupted; the next run completes what was left", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader has gone (`rag search ... | head`): stop quietly, as any Unix tool does.
+        # Output still buffered would fail again at exit, so stdout now goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as error:  # one line for the person, the traceback for the log file
         logger.exception("rag %s failed", args.command)
         print(f"rag: {internal_error_line(error)}", file=sys.stderr)
