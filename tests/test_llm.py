@@ -82,28 +82,6 @@ def test_embedded_takes_threads_and_generation_settings(tmp_path: Path) -> None:
     assert build_llm(Settings(storage_dir=tmp_path, llm="embedded")).n_threads == cpu_threads()
 
 
-@pytest.mark.slow
-def test_embedded_stream_chat_yields_several_deltas_that_answer(embedded_llm: GGUFLLM) -> None:
-    responses = list(embedded_llm.stream_chat(MESSAGES))
-    deltas = [r.delta for r in responses]
-    assert len(deltas) >= 3
-    assert all(deltas)
-    text = "".join(deltas)  # type: ignore[arg-type]
-    assert "1889" in text
-    assert responses[-1].message.content == text
-    assert responses[-1].message.role == MessageRole.ASSISTANT
-
-
-@pytest.mark.slow
-def test_embedded_async_stream_chat(embedded_llm: GGUFLLM) -> None:
-    async def collect() -> list[str]:
-        stream = await embedded_llm.astream_chat(MESSAGES)
-        return [r.delta or "" async for r in stream]
-
-    deltas = asyncio.run(collect())
-    assert len(deltas) >= 3 and "".join(deltas) == embedded_llm.chat(MESSAGES).message.content
-
-
 # ---------------------------------------------------------------------------------------------
 # Ollama over real HTTP
 
