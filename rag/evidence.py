@@ -52,12 +52,13 @@ CONTINUES = re.compile(r"[,(\-–—/&+=×]$|\b(?:and|or|of|the|a|an|to|with|in|
 # hour =" over "$3,400."): the result is the fact the line is about.
 OPERATOR_END = re.compile(r"[=×+:]\s*$|\s[-–—/x]\s*$")
 # "title: Junior Developer", "work[0].name: Pied Piper": one fact a line, whatever its case.
-KEY_VALUE = re.compile(r"^[\w\[\]. -]{1,40}: ")
+KEY = r"[\w\[\]. -]{1,40}"
+KEY_VALUE = re.compile(rf"^{KEY}: ")
 # A line of a flattened JSON record: "work[0].name: Pied Piper" (the record is "work[0]").
 RECORD = re.compile(r"([\w.]+\[\d+\])[\w.\[\]]*: ")
 RECORD_LINES = 8
 # The keys of a unit's key: value lines, and what a key naming a question's word adds.
-KEYS = re.compile(r"^([\w\[\]. -]{1,40}): ", re.M)
+KEYS = re.compile(rf"^({KEY}): ", re.M)
 KEY_BONUS = 0.1
 # A record's own name ("title: Web Developer" atop a job posting's fields) heads its other lines.
 NAMING_KEY = re.compile(r"^(?:title|name): ", re.I)
@@ -532,9 +533,8 @@ class _Candidate:
     score: float = 0.0
     subject: list[Term] = field(default_factory=list)
     scoped: bool = False  # its file is about a name the question uses
-    keyed: set[str] = field(
-        default_factory=set
-    )  # question terms in the keys of its key: value lines
+    # The question's terms in the keys of its key: value lines.
+    keyed: set[str] = field(default_factory=set)
     # The text and page end of the span when a chunk's end cut it and the next chunk completed it.
     mended: tuple[str, int] | None = None
     # The sentence after this one in its paragraph, when this one is a sentence of prose.
@@ -713,8 +713,8 @@ def select(
         else:  # the question only names its subject ("tell me about Pear Deck")
             candidate.coverage = 1.0 if title else 0.0
         if wanted is not None:
-            candidate.typed = bool(wanted[1].search(_numerals(_text(candidate))))
-        candidate.preferred = all(needs.search(_numerals(_text(candidate))) for needs in preferred)
+            candidate.typed = _holds(wanted[1], _text(candidate))
+        candidate.preferred = all(_holds(needs, _text(candidate)) for needs in preferred)
         if named and candidate.file not in named:
             candidate.eligible = False
     _embed_best(question, terms, candidates, embed, calibration.embed_limit)
@@ -823,12 +823,13 @@ def _complements(
     other half of a question that asks two things ("where did he earn his bachelor's degree,
     and in what field?"), which may score well below the half that matches more words."""
     covered = set().union(*(c.own for c in chosen))
+    taken = {id(c) for c in chosen}
     added: list[_Candidate] = []
     for candidate in ranked:
         if len(added) == COMPLEMENTS or candidate.score < floor:
             break
         subject = {t.stem for t in candidate.subject}
-        if candidate in chosen or not (candidate.own & subject) - covered:
+        if id(candidate) in taken or not (candidate.own & subject) - covered:
             continue
         added.append(candidate)
         covered |= candidate.own
@@ -854,8 +855,7 @@ def _described_below(
     if not owns[position] - owns[position + 1]:
         return False
     if wanted is not None:
-        needs = wanted[1]
-        return not needs.search(_numerals(line)) and bool(needs.search(_numerals(below)))
+        return _given_below(wanted[1], line, below)
     return _name_line(line) and len(below.split()) >= NAME_WORDS and not _name_line(below)
 
 
@@ -885,7 +885,7 @@ def _complete(
     content = candidate.hit.node.get_content()
     own, after = _text(candidate), content[candidate.following[0] : candidate.following[1]]
     if wanted is not None:
-        lacking = not wanted[1].search(_numerals(own)) and wanted[1].search(_numerals(after))
+        lacking = _given_below(wanted[1], own, after)
     elif ASKS_NAME.search(question):
         lacking = not _new_names(own, terms) and bool(_new_names(after, terms))
     else:
@@ -924,6 +924,16 @@ def _synonym_in(word: str, texts: Sequence[str], embed: Any) -> bool:
         return False
     vectors = embed([word, *words])
     return any(_cosine(vectors[0], vector) >= SYNONYM_SIMILARITY for vector in vectors[1:])
+
+
+def _holds(needs: re.Pattern[str], text: str) -> bool:
+    """Whether a text holds a fact of a kind (a number written as a word counts as one)."""
+    return bool(needs.search(_numerals(text)))
+
+
+def _given_below(needs: re.Pattern[str], text: str, below: str) -> bool:
+    """Whether a text lacks the kind of fact asked for and the text after it has it."""
+    return not _holds(needs, text) and _holds(needs, below)
 
 
 def _numerals(text: str) -> str:
