@@ -111,6 +111,8 @@ def _forward_log(level: int, text: bytes | None, _user: Any) -> None:
         _log_state["level"] = level
     level = _log_state["level"]
     message = text.decode("utf-8", errors="replace").strip() if text else ""
+    if _LOAD_NOISE.match(message.encode()):
+        return  # the same "0 MiB free" noise, when it comes through the log callback
     if level >= _LOG_WARN and message:
         if level >= _LOG_ERROR and not _log_state["error"]:
             # The first error says why a load failed (the later ones only that it did).

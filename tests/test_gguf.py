@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -205,6 +206,14 @@ def test_gguf_a_load_keeps_the_runtimes_device_noise_off_stderr(
         os.write(2, b"Free memory 0 MiB on device 0 is less the 1024 MiB safety margin\n")
         os.write(2, b"a warning of someone else\n")
     assert capfd.readouterr().err == "a warning of someone else\n"
+
+
+def test_gguf_a_load_logs_no_device_noise(caplog: pytest.LogCaptureFixture) -> None:
+    # The same lines also come through the runtime's log callback, as warnings: the app's log
+    # would show them at every load.
+    with caplog.at_level(logging.DEBUG, logger="rag.gguf"):
+        GGUFModel(find_embedded_gguf(), n_ctx=512, n_threads=1).close()
+    assert not [r for r in caplog.records if "Free memory" in r.getMessage()]
 
 
 def test_gguf_a_prompt_longer_than_the_context_is_refused_in_one_line(llm: GGUFLLM) -> None:
