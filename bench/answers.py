@@ -207,9 +207,8 @@ def show(set_name: str, results: dict[str, Any], reports: Path | None) -> None:
 
 
 def page_phrases(per_file: int = 6) -> list[tuple[str, str, int]]:
-    """(line, file, page): lines of the multi-page good PDFs printed on no other page anywhere."""
-    from collections import Counter
-
+    """(line, file, page): lines of the multi-page good PDFs whose words are printed on no other
+    page anywhere (a blind text repeated with other line breaks is printed on every page)."""
     from rag.loaders import load_bytes
 
     pages: dict[str, list[tuple[int | None, str]]] = {}
@@ -217,12 +216,7 @@ def page_phrases(per_file: int = 6) -> list[tuple[str, str, int]]:
         for path in sorted((CORPUS / folder).iterdir()):
             loaded = load_bytes(path.read_bytes(), path.name)
             pages[path.name] = [(page.page, page.text) for page in loaded.pages]
-    seen = Counter(
-        " ".join(line.split()).casefold()
-        for texts in pages.values()
-        for _, text in texts
-        for line in set(text.splitlines())
-    )
+    printed = [" ".join(text.split()).casefold() for texts in pages.values() for _, text in texts]
     phrases = []
     for path in sorted((CORPUS / "pdfs" / "good").glob("*.pdf")):
         texts = pages[path.name]
@@ -234,7 +228,8 @@ def page_phrases(per_file: int = 6) -> list[tuple[str, str, int]]:
                 words = line.split()
                 letters = sum(ch.isalpha() for ch in line) / max(1, len(line))
                 key = " ".join(words).casefold()
-                if 7 <= len(words) <= 16 and letters >= 0.7 and seen[key] == 1:
+                once = sum(key in page_text for page_text in printed) == 1
+                if 7 <= len(words) <= 16 and letters >= 0.7 and once:
                     chosen.append((" ".join(words), path.name, int(page or 0)))
                     break
         step = max(1, len(chosen) // per_file)  # spread over the file's pages

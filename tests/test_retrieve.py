@@ -135,3 +135,24 @@ def test_fusion_keeps_the_first_hit_of_each_list() -> None:
     keyword = hits("rare", "f", "e", "d", "c", "b")
     fused = [hit.node.node_id for hit in fuse([vector, keyword], 3)]
     assert "rare" in fused and "a" in fused and len(fused) == 3
+
+
+def test_a_pasted_line_ranks_the_chunk_that_prints_it_above_near_copies() -> None:
+    from rag.retrieve import KeywordIndex
+
+    near_copy = (
+        "(8) In the chapter, add the information in figure 7 to paragraph (h)(8) of this AD. "
+        "(9) In the chapter, add the information in figure 8 to paragraph (h)(9) of this AD. "
+        "Figures 1 through 9 are printed at the end; figure 9 is the last of them."
+    )
+    printing = (
+        "A long preface about the manual, its chapters, revisions and the people who keep it "
+        "current, then: (10) In the chapter, add the information in figure 9 to paragraph (h)."
+    )
+    texts = [near_copy, printing] + [
+        f"Unrelated note {n} about lunch and trains." for n in range(8)
+    ]
+    ids = [f"c{n}" for n in range(len(texts))]
+    index = KeywordIndex(ids, texts, [{"file": f"{i}.txt"} for i in ids])
+    hits = index.search("add the information in figure 9 to paragraph", 3, None)
+    assert hits[0].node.node_id == "c1", [h.node.node_id for h in hits]
