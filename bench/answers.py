@@ -228,8 +228,9 @@ def page_phrases(per_file: int = 6) -> list[tuple[str, str, int]]:
                 words = line.split()
                 letters = sum(ch.isalpha() for ch in line) / max(1, len(line))
                 key = " ".join(words).casefold()
-                once = sum(key in page_text for page_text in printed) == 1
-                if 7 <= len(words) <= 16 and letters >= 0.7 and once:
+                if not (7 <= len(words) <= 16 and letters >= 0.7):
+                    continue
+                if sum(key in page_text for page_text in printed) == 1:
                     chosen.append((" ".join(words), path.name, int(page or 0)))
                     break
         step = max(1, len(chosen) // per_file)  # spread over the file's pages
