@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -140,6 +141,23 @@ def storage_lock(storage_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
         os.close(descriptor)
 
 
+@dataclass(frozen=True)
+class Opened:
+    """A file looked at by a sync: refused, unchanged, or changed and sent to the parser."""
+
+    source: SourceFile
+    refused: FileRefused | None = None
+    size: int = 0
+    digest: str = ""
+    parsing: bool = False
+
+    def parsed(self, worker: ParseWorker) -> LoadedFile | None:
+        """The parsed file; None if unchanged; FileRefused if it was refused or fails to parse."""
+        if self.refused is not None:
+            raise self.refused
+        return worker.result() if self.parsing else None
+
+
 class Indexer:
     """Writes files into one collection; the caller holds the storage lock."""
 
@@ -191,19 +209,42 @@ class Indexer:
         folders: list[Path],
         progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        """Index new and changed files, skip unchanged ones, drop files gone from `folders`."""
+        """Index new and changed files, skip unchanged ones, drop files gone from `folders`.
+
+        The worker process parses the next changed file while this one is embedded and written,
+        so parsing a PDF and embedding chunks run at the same time instead of taking turns.
+        """
         started = time.monotonic()
         report = IngestReport()
         state = Progress(files_total=len(sources))
         with ParseWorker(self.settings.parse_timeout_s) as worker:
-            for source in sources:
-                state.current = source.name
+            upcoming = iter(sources)
+            opened: deque[Opened] = deque()
+
+            def read_ahead() -> None:
+                """Open files until one is with the parser, so it is parsed alongside."""
+                while not any(item.parsing for item in opened):
+                    source = next(upcoming, None)
+                    if source is None:
+                        return
+                    opened.append(self._open(source, worker))
+
+            read_ahead()
+            while opened:
+                current = opened.popleft()
+                state.current = current.source.name
                 if progress:
                     progress(state)
                 try:
-                    self._sync_file(source, worker, report, state, progress)
+                    loaded = current.parsed(worker)
+                    read_ahead()  # the next changed file is parsed while this one is embedded
+                    if loaded is None:
+                        report.unchanged.append(current.source.name)
+                    else:
+                        self._write(current, loaded, report, state, progress)
                 except FileRefused as refused:
                     report.failed.append(refused)
+                    read_ahead()
                 state.files_done += 1
                 if progress:
                     progress(state)
@@ -216,14 +257,25 @@ class Indexer:
         report.seconds = time.monotonic() - started
         return report
 
-    def _sync_file(
-        self,
-        source: SourceFile,
-        worker: ParseWorker,
-        report: IngestReport,
-        state: Progress,
-        progress: ProgressCallback | None,
-    ) -> None:
+    def _open(self, source: SourceFile | None, worker: ParseWorker) -> Opened | None:
+        """Check, read and hash a file; a changed one is sent to the worker to parse."""
+        if source is None:
+            return None
+        try:
+            size, data = self._read(source)
+        except FileRefused as refused:
+            return Opened(source, refused=refused)
+        digest = content_hash(data)
+        record = self.manifest.get(self.collection, source.doc_id)
+        # Trust the manifest only while the store agrees: a wiped store, or a switch to a Chroma
+        # server, leaves a manifest that remembers chunks the store does not have.
+        unchanged = record and record.content_hash == digest and record.pending is None
+        if unchanged and (record.chunks == 0 or self.store.has_chunks(source.doc_id)):
+            return Opened(source)
+        worker.submit(data, source.name)
+        return Opened(source, size=size, digest=digest, parsing=True)
+
+    def _read(self, source: SourceFile) -> tuple[int, bytes]:
         name = source.name
         if not is_supported(source.path):
             raise FileRefused(name, unsupported_reason(source.path.suffix.lower()))
@@ -239,18 +291,19 @@ class Indexer:
                 f"{self.settings.max_file_mb:g} MB (RAG_MAX_FILE_MB)",
             )
         try:
-            data = source.path.read_bytes()
+            return size, source.path.read_bytes()
         except OSError as error:
             raise FileRefused(name, f"cannot be read ({error.strerror})") from None
-        digest = content_hash(data)
-        record = self.manifest.get(self.collection, source.doc_id)
-        # Trust the manifest only while the store agrees: a wiped store, or a switch to a Chroma
-        # server, leaves a manifest that remembers chunks the store does not have.
-        unchanged = record and record.content_hash == digest and record.pending is None
-        if unchanged and (record.chunks == 0 or self.store.has_chunks(source.doc_id)):
-            report.unchanged.append(name)
-            return
-        loaded = worker.parse(data, name)
+
+    def _write(
+        self,
+        opened: Opened,
+        loaded: LoadedFile,
+        report: IngestReport,
+        state: Progress,
+        progress: ProgressCallback | None,
+    ) -> None:
+        source, name, digest = opened.source, opened.source.name, opened.digest
         report.warnings.extend(loaded.warnings)
         self.check_passages(loaded, name)
         nodes = self.chunk(loaded, source, digest)
@@ -270,7 +323,7 @@ class Indexer:
             if progress:
                 progress(state)
         # Commit before pruning: at every moment the store holds one complete version of the file.
-        self.manifest.commit_write(self.collection, source.doc_id, digest, len(nodes), size)
+        self.manifest.commit_write(self.collection, source.doc_id, digest, len(nodes), opened.size)
         self.store.delete_other_versions(source.doc_id, keep_hash=digest)
         self.manifest.finish(self.collection, source.doc_id)
         self.store.bump_revision()

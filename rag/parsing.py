@@ -11,6 +11,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from typing import IO, Any
 
 from rag.errors import FileRefused
@@ -60,6 +61,8 @@ class ParseWorker:
         self.memory_limit_mb = memory_limit_mb
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        # The file the child is parsing and when its time is up (None: the child died taking it).
+        self._pending: tuple[str, float | None] | None = None
 
     def __enter__(self) -> ParseWorker:
         return self
@@ -79,24 +82,48 @@ class ParseWorker:
 
     def parse(self, data: bytes, name: str) -> LoadedFile:
         """Parse in the child; raise FileRefused on a bad file, a timeout or a crashed parser."""
+        self.submit(data, name)
+        return self.result()
+
+    def submit(self, data: bytes, name: str) -> None:
+        """Hand a file to the child, which parses it while the caller goes on (an indexer embeds
+        the previous file meanwhile); `result` collects it. One file at a time."""
         with self._lock:
+            if self._pending is not None:
+                raise RuntimeError(f"{self._pending[0]} is still being parsed")
             process = self._start()
-            assert process.stdin is not None and process.stdout is not None
+            assert process.stdin is not None
             try:
                 pickle.dump((data, name), process.stdin)
                 process.stdin.flush()
+            except OSError:  # the child died (its memory limit): reported by result()
+                self._kill()
+                self._pending = (name, None)
+                return
+            self._pending = (name, time.monotonic() + self.timeout_s)
+
+    def result(self) -> LoadedFile:
+        """The submitted file, parsed; FileRefused if it is bad, timed out or crashed the parser.
+        The time limit counts from `submit`."""
+        with self._lock:
+            if self._pending is None:
+                raise RuntimeError("no file was submitted")
+            (name, deadline), self._pending = self._pending, None
+            try:
+                if deadline is None or self._process is None or self._process.stdout is None:
+                    raise EOFError
                 # poll, not select: select() cannot watch a descriptor numbered 1024 or more,
                 # which a busy app process (sockets, stores, models) reaches.
                 watch = select.poll()
-                watch.register(process.stdout, select.POLLIN)
-                if not watch.poll(self.timeout_s * 1000):
+                watch.register(self._process.stdout, select.POLLIN)
+                if not watch.poll(max(0.0, deadline - time.monotonic()) * 1000):
                     self._kill()
                     raise FileRefused(
                         name,
                         f"parsing took longer than {self.timeout_s:g} s and was stopped "
                         "(limit RAG_PARSE_TIMEOUT_S); the file may be damaged or very large",
                     )
-                status, payload = pickle.load(process.stdout)
+                status, payload = pickle.load(self._process.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
                 self._kill()
                 raise FileRefused(
@@ -123,6 +150,9 @@ class ParseWorker:
 
     def close(self) -> None:
         with self._lock:
+            if self._pending is not None:  # nobody will collect it: stop the child now
+                self._pending = None
+                self._kill()
             process, self._process = self._process, None
             if process is None:
                 return

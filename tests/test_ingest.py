@@ -93,6 +93,33 @@ def test_node_ids_are_deterministic(settings, embedder, data_dir: Path, tmp_path
     assert ids[0] == ids[1] and len(ids[0]) > 1
 
 
+def test_the_next_changed_file_is_parsed_while_this_one_is_embedded(
+    index: Index, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.parsing import ParseWorker
+
+    (data_dir / "a.txt").write_text("Apricots ripen in July.")
+    (data_dir / "b.txt").write_text("Blueberries like acid soil.")
+    (data_dir / "c.txt").write_text("Cherries need a cold winter.")
+    index.ingest([data_dir / "b.txt"])  # unchanged in the sync below: never sent to the parser
+    events: list[str] = []
+    submit, embed = ParseWorker.submit, type(index.embedder).get_text_embedding_batch
+
+    def recorded_submit(worker: ParseWorker, data: bytes, name: str) -> None:
+        events.append(f"parse {name}")
+        submit(worker, data, name)
+
+    def recorded_embed(embedder, texts, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("embed " + texts[0].split("\n")[0])  # a chunk starts with its file's title
+        return embed(embedder, texts, **kwargs)
+
+    monkeypatch.setattr(ParseWorker, "submit", recorded_submit)
+    monkeypatch.setattr(type(index.embedder), "get_text_embedding_batch", recorded_embed)
+    report = index.ingest([data_dir])
+    assert report.indexed == ["a.txt", "c.txt"] and report.unchanged == ["b.txt"]
+    assert events == ["parse a.txt", "parse c.txt", "embed a", "embed c"]
+
+
 def test_bad_files_are_reported_and_the_rest_indexed(
     capsys, data_dir: Path, settings, corpus: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,6 +207,15 @@ def test_parse_worker_survives_a_timeout_and_parses_the_next_file(tmp_path: Path
             worker.parse(slow.read_bytes(), slow.name)
         good = write_pdf(tmp_path / "ok.pdf", ["Still working after the timeout"])
         assert "Still working" in worker.parse(good.read_bytes(), good.name).pages[0].text
+
+
+def test_a_parse_time_limit_counts_from_when_the_file_was_handed_over(tmp_path: Path) -> None:
+    slow = write_slow_pdf(tmp_path / "slow.pdf")
+    with ParseWorker(timeout_s=1.0) as worker:
+        worker.submit(slow.read_bytes(), slow.name)
+        time.sleep(1.2)  # the caller embeds another file meanwhile; the limit has run out
+        with pytest.raises(FileRefused, match=r"longer than 1 s"):
+            worker.result()
 
 
 def test_json_dump_roundtrip_keeps_unicode(tmp_path: Path) -> None:
