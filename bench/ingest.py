@@ -5,7 +5,8 @@
 All runs embed the same chunks: the chunk texts our splitter makes from the essay and a few corpus
 PDFs (the list is printed). Measures, in one process, with one loaded copy of the bundled MiniLM:
 
-  (a) the embedder runtime's own encode of those chunk texts (onnxruntime; texts/s): the limit;
+  (a) the embedder runtime's own encode of those chunk texts, each under its file's title as (b)
+      embeds them (onnxruntime; texts/s): the limit;
   (a') the same through sentence-transformers on torch, the runtime it replaced;
   (b) `Index.ingest` of the files into a temp storage, end to end (parse in the worker process,
       split, embed, write to embedded Chroma, manifest), chunks/s;
@@ -109,7 +110,7 @@ def our_chunk_texts(
     settings: Any, embedder: Any, files: list[Path], loaded: dict[str, Any]
 ) -> list[str]:
     """Exactly the chunk texts `Index.ingest` embeds for these files."""
-    from rag.ingest import Indexer, SourceFile
+    from rag.ingest import Indexer, SourceFile, embed_text
     from rag.loaders import content_hash
 
     # only its splitter and chunk() are used: no store, no manifest
@@ -118,7 +119,8 @@ def our_chunk_texts(
     for path in files:
         source = SourceFile(path.resolve(), path.resolve().parent, path.name)
         digest = content_hash(path.read_bytes())
-        texts.extend(node.text for node in indexer.chunk(loaded[path.name], source, digest))
+        nodes = indexer.chunk(loaded[path.name], source, digest)
+        texts.extend(embed_text(node) for node in nodes)  # each under its file's title
     return texts
 
 
