@@ -20,7 +20,13 @@ from llama_index.core.llms import ChatMessage, MessageRole
 from rag import cli
 from rag.config import Settings, load_settings
 from rag.errors import BackendError, ConfigError
-from rag.gguf import Q4_1_SAFE_UBATCH, GGUFModel, _load_noise_dropped
+from rag.gguf import (
+    Q4_1_SAFE_UBATCH,
+    Decoding,
+    GGUFModel,
+    _load_noise_dropped,
+    limit_malloc_arenas,
+)
 from rag.llm import GGUFLLM, build_llm, describe_llm, find_embedded_gguf
 
 MESSAGES = [
@@ -67,6 +73,8 @@ def test_gguf_defaults_to_the_shipped_smollm2_file_as_it_is(llm: GGUFLLM) -> Non
     assert meta.model_name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     # A Q4_1 file reads prompts in batches small enough to be computed right.
     assert llm.warm_up().n_ubatch == Q4_1_SAFE_UBATCH
+    # Its KV cache starts at 1.25x the context window (English) and may grow to 2x.
+    assert (llm.warm_up().ctx_size, llm.warm_up().n_ctx) == (2560, 4096)
 
 
 def test_gguf_stream_chat_yields_several_deltas_that_answer(llm: GGUFLLM) -> None:
@@ -214,6 +222,33 @@ def test_gguf_a_load_logs_no_device_noise(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.DEBUG, logger="rag.gguf"):
         GGUFModel(find_embedded_gguf(), n_ctx=512, n_threads=1).close()
     assert not [r for r in caplog.records if "Free memory" in r.getMessage()]
+
+
+def test_gguf_a_context_that_starts_small_grows_for_a_long_prompt_and_answers_the_same() -> None:
+    path = find_embedded_gguf()
+    decoding = Decoding(
+        max_new_tokens=8, repeat_penalty=1.15, loop_tokens=12, temperature=0.0, top_p=0.95
+    )
+    full = GGUFModel(path, n_ctx=1024, n_threads=1)
+    small = GGUFModel(path, n_ctx=1024, n_threads=1, initial_ctx=256)
+    try:
+        prompt = full.tokenize("The Eiffel Tower is in Paris. " * 40)
+        assert 256 < len(prompt) + decoding.max_new_tokens <= 1024
+        assert (full.ctx_size, small.ctx_size) == (1024, 256)
+        short = full.tokenize("Name a colour.")
+        assert "".join(small.stream(short, decoding)) == "".join(full.stream(short, decoding))
+        assert small.ctx_size == 256  # what fits does not grow it
+        expected = "".join(full.stream(prompt, decoding))
+        assert expected.strip()
+        assert "".join(small.stream(prompt, decoding)) == expected
+        assert small.ctx_size == 1024
+    finally:
+        full.close()
+        small.close()
+
+
+def test_gguf_malloc_arenas_are_capped_where_glibc_can() -> None:
+    assert limit_malloc_arenas() is (sys.platform == "linux")  # glibc's mallopt
 
 
 def test_gguf_a_prompt_longer_than_the_context_is_refused_in_one_line(llm: GGUFLLM) -> None:
