@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"rag answer bench: {os.cpu_count()} cores, ik_llama.cpp with {llm.n_threads} threads "
         f"(prompt batches of {model.n_ubatch} tokens), "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (the runtime default)')}"
     )
     print(
         f"load average at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} "

@@ -23,9 +23,12 @@ EXIT_BROKEN_PIPE = 128 + 13  # what a tool killed by SIGPIPE reports
 
 
 def offline_environment() -> None:
-    """Nothing may reach a model hub or phone home; OpenMP threads behave on a shared CPU.
+    """Nothing may reach a model hub or phone home.
 
     Set before any model library is imported (the CLI, the app and the tests call it first).
+    OpenMP's wait policy is left to the runtime: ik_llama.cpp's threads spin briefly between the
+    many small steps of a token, then sleep. PASSIVE (sleep at once) made it decode at a quarter
+    of the speed (52 vs 206 tokens/s, bench/answer.py); ACTIVE keeps a core busy while idle.
     """
     for key, value in {
         "HF_HUB_OFFLINE": "1",
@@ -35,9 +38,6 @@ def offline_environment() -> None:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TRANSFORMERS_VERBOSITY": "error",
-        # idle OpenMP threads otherwise spin (torch generated ~10x slower so on a busy machine);
-        # ik_llama.cpp's library is built with OpenMP too
-        "OMP_WAIT_POLICY": "PASSIVE",
     }.items():
         os.environ.setdefault(key, value)
 
