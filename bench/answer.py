@@ -71,7 +71,7 @@ FOLLOW_UP = "What did he do right after that?"
 
 def quiet() -> None:
     logging.getLogger("chromadb").setLevel(logging.ERROR)
-    logging.getLogger("rag.gguf").setLevel(logging.ERROR)
+    logging.getLogger("rag.llm.ik_llama").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
 
 

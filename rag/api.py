@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.llms import LLM
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -47,6 +46,7 @@ from rag.chat import ChatService, ChatSession, history_from_turns, safe_name
 from rag.engine import Answer
 from rag.errors import BackendError, Busy, ConfigError, FileRefused, RagError, StoreError
 from rag.ingest import document_id
+from rag.llm import limit_output
 from rag.loaders import is_supported, unsupported_reason
 from rag.logs import internal_error_line
 from rag.manifest import FileRecord
@@ -267,18 +267,6 @@ def number(body: dict[str, Any], name: str, low: float, high: float) -> float | 
 
 
 # --- answering -----------------------------------------------------------------------------------
-
-
-def limit_output(llm: LLM, max_tokens: int) -> LLM:
-    """The same LLM answering at most `max_tokens` tokens, whichever backend it is."""
-    if hasattr(llm, "max_new_tokens"):  # the in-process models (embedded, gguf)
-        return llm.model_copy(update={"max_new_tokens": max_tokens})
-    extra = getattr(llm, "additional_kwargs", None)
-    if isinstance(extra, dict) and "num_predict" in extra:  # Ollama
-        return llm.model_copy(update={"additional_kwargs": {**extra, "num_predict": max_tokens}})
-    if hasattr(llm, "max_tokens"):  # OpenAI-compatible, Bedrock
-        return llm.model_copy(update={"max_tokens": max_tokens})
-    return llm
 
 
 def start_answer(session: ChatSession, question: str, max_tokens: int | None) -> Answer:

@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     top_k: int | None = Field(default=None, ge=1, le=50)
     retrieval: Literal["hybrid", "vector", "bm25"] = "hybrid"
 
-    # LLM backends.
-    llm: Literal["auto", "embedded", "gguf", "ollama", "openai", "bedrock"] = "auto"
+    # LLM backends: a module of rag/llm/backends/ (auto, embedded, gguf, ollama, openai, bedrock).
+    llm: str = "auto"
     # RAG_LLM=gguf: any GGUF chat model file, run in-process (unset: the shipped SmolLM2 GGUF).
     # Threads of the in-process model, embedded or gguf (0 = every core this process may use).
     gguf_path: Path | None = None
@@ -135,6 +135,15 @@ class Settings(BaseSettings):
     def _valid_collection(cls, name: str | None) -> str | None:
         if name is not None:
             validate_collection_name(name)
+        return name
+
+    @field_validator("llm")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        from rag.llm import backend_names  # lists rag/llm/backends/: nothing heavy is imported
+
+        if name not in backend_names():
+            raise ValueError(f"use one of {', '.join(backend_names())}")
         return name
 
     @cached_property

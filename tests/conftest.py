@@ -93,7 +93,8 @@ def embedded_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def embedded_llm(embedded_storage: Path):  # type: ignore[no-untyped-def]
     """The real embedded model, greedy and short, loaded once."""
     from rag.config import Settings
-    from rag.llm import GGUFLLM, build_llm
+    from rag.llm import build_llm
+    from rag.llm.in_process import GGUFLLM
 
     llm = build_llm(
         Settings(storage_dir=embedded_storage, llm="embedded", temperature=0.0, max_new_tokens=20)

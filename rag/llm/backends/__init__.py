@@ -1,0 +1,1 @@
+"""The LLM backends: each module is one RAG_LLM value and defines its Backend as `BACKEND`."""
