@@ -37,6 +37,7 @@ from rag.logs import internal_error_line, log_to_file
 from rag.retrieve import Source
 from rag.streaming import AnswerStream
 from rag.threads import thread_database
+from rag.uploads import too_many_files, upload_limit, upload_max_bytes
 from rag.web import LocalFileStore, UploadLimitMiddleware, install_routes
 
 logger = logging.getLogger("rag.app")
@@ -104,8 +105,8 @@ if uploads is not None:  # the browser enforces what the settings allow
 server_app.add_middleware(
     UploadLimitMiddleware,
     path_suffix="/project/file",
-    max_bytes=int(settings.upload_max_mb * 1024 * 1024) + 64 * 1024,
-    limit_text=f"the upload limit of {settings.upload_max_mb:g} MB (RAG_UPLOAD_MAX_MB)",
+    max_bytes=upload_max_bytes(settings) + 64 * 1024,
+    limit_text=upload_limit(settings),
 )
 
 
@@ -289,13 +290,9 @@ async def index_attachments(session: ChatSession, message: cl.Message) -> None:
     files = [element for element in message.elements or [] if getattr(element, "path", None)]
     if not files:
         return
-    limit = settings.upload_max_files
-    if len(files) > limit:
-        await cl.Message(
-            content=f"⚠️ {len(files)} files attached; at most {limit} per message "
-            f"(RAG_UPLOAD_MAX_FILES). Only the first {limit} were indexed."
-        ).send()
-        files = files[:limit]
+    if len(files) > settings.upload_max_files:
+        await cl.Message(content=f"⚠️ {too_many_files(len(files), settings)}").send()
+        files = files[: settings.upload_max_files]
     for element in files:
         async with cl.Step(name=f"Indexing {element.name}", type="tool") as step:
             result = await asyncio.to_thread(

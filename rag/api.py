@@ -42,16 +42,24 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from rag.auth import Logins, LoginThrottled, client_address
-from rag.chat import ChatService, ChatSession, history_from_turns, safe_name
+from rag.chat import ChatService, ChatSession, history_from_turns
 from rag.engine import Answer
-from rag.errors import BackendError, Busy, ConfigError, FileRefused, RagError, StoreError
+from rag.errors import (
+    BackendError,
+    Busy,
+    ConfigError,
+    FileRefused,
+    FileTooLarge,
+    RagError,
+    StoreError,
+)
 from rag.ingest import document_id
 from rag.llm import limit_output
-from rag.loaders import is_supported, unsupported_reason
 from rag.logs import internal_error_line
 from rag.manifest import FileRecord
 from rag.profiles import Profile
 from rag.streaming import AnswerStream
+from rag.uploads import check_upload, keep, safe_name, upload_limit, upload_max_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +135,17 @@ def from_rag_error(error: RagError) -> ApiError:
         return ApiError(502, str(error), "server_error", "backend_error")
     if isinstance(error, StoreError):
         return ApiError(503, str(error), "server_error", "index_unavailable")
+    if isinstance(error, FileTooLarge):
+        return file_too_large(str(error))
     if isinstance(error, FileRefused):
         return ApiError(422, str(error), "invalid_request_error", "file_refused")
     if isinstance(error, ConfigError):
         return ApiError(500, str(error), "server_error", "config_error")
     return ApiError(500, str(error), "server_error", "rag_error")
+
+
+def file_too_large(message: str) -> ApiError:
+    return ApiError(413, message, "invalid_request_error", "file_too_large", "file")
 
 
 def bad_request(message: str, param: str | None = None) -> ApiError:
@@ -382,7 +396,6 @@ class DocumentStore:
         ApiError (409) when another user's document has the name."""
         collection = profile.collection
         folder = self.folder(collection, name)
-        target = folder / f"{hashlib.sha256(data).hexdigest()[:32]}{Path(name).suffix.lower()}"
         with self._lock:
             owner = self.owner(folder)
             if owner is not None and owner != user:
@@ -395,10 +408,7 @@ class DocumentStore:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / self.OWNER_FILE).write_text(user, encoding="utf-8")
-                if not target.exists():
-                    partial = target.with_name(target.name + ".part")
-                    partial.write_bytes(data)
-                    partial.replace(target)
+                target = keep(data, folder, name)
             except OSError as error:
                 raise FileRefused(name, f"cannot be stored ({error.strerror})") from None
             try:
@@ -586,31 +596,15 @@ def api_routes(service: ChatService, logins: Logins, prefix: str = "") -> list[R
 
     async def upload_document(request: Request) -> Response:
         settings = service.settings
-        limit = int(settings.upload_max_mb * 1024 * 1024)
-        too_large = ApiError(
-            413,
-            f"the file is over the upload limit of {settings.upload_max_mb:g} MB (RAG_UPLOAD_MAX_MB)",
-            "invalid_request_error",
-            "file_too_large",
-            "file",
-        )
         try:
-            upload, fields = await read_upload(request, limit)
+            upload, fields = await read_upload(request, upload_max_bytes(settings))
         except TooLarge:
-            return too_large.response()
+            return file_too_large(f"the file is over {upload_limit(settings)}").response()
         try:
             wanted = request.query_params.get("profile") or fields.get("profile")
             profile = find_profile(wanted, "profile") if wanted else service.default_profile()
             name = safe_name(upload.filename or "")
-            if not is_supported(Path(name)):
-                raise FileRefused(name, unsupported_reason(Path(name).suffix.lower()))
-            size = upload.size or 0
-            if size > limit:
-                too_large.message = (
-                    f"{name}: the file is {size / 2**20:.1f} MB, over the upload limit of "
-                    f"{settings.upload_max_mb:g} MB (RAG_UPLOAD_MAX_MB)"
-                )
-                raise too_large
+            check_upload(name, upload.size or 0, settings)
             data = await upload.read()
         finally:
             await upload.close()

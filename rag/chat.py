@@ -19,16 +19,16 @@ from llama_index.core.llms import LLM
 from rag.bounded import BoundedFolder
 from rag.config import Settings
 from rag.engine import Answer, ChatEngine
-from rag.errors import RagError
+from rag.errors import FileRefused, RagError
 from rag.excerpt import page_excerpt
 from rag.index import Index
 from rag.ingest import IngestReport, Progress
 from rag.llm import build_llm, describe_llm
-from rag.loaders import is_supported, unsupported_reason
 from rag.logs import internal_error_line
 from rag.profiles import Profile, active_profiles
 from rag.retrieve import Source
 from rag.streaming import AnswerQueue
+from rag.uploads import check_upload, keep, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -292,43 +292,24 @@ class ChatSession:
     def ask(self, question: str) -> Answer:
         return self.engine().ask(question)
 
-    def keep_upload(self, path: Path, name: str) -> Path:
-        """Copy an upload into storage/uploads under a name derived from its content and chat.
-
-        The user's file name is display only: it never becomes part of a path we write.
-        """
-        data = path.read_bytes()
-        chat_folder = hashlib.sha256(self.chat_id.encode()).hexdigest()[:16]
-        suffix = Path(name).suffix.lower()
-        folder = self.service.settings.storage_dir / "uploads" / chat_folder
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
-        if not target.exists():
-            partial = target.with_name(target.name + ".part")
-            partial.write_bytes(data)
-            partial.replace(target)
-        return target
-
     def attach(self, path: Path, name: str, size: int | None = None) -> Attachment:
         """Index one uploaded file for this chat only; refusals come back as a readable reason."""
         settings = self.service.settings
         name = safe_name(name)
-        size = path.stat().st_size if size is None else size
-        if not is_supported(Path(name)):
-            return Attachment(name, False, f"{name}: {unsupported_reason(Path(name).suffix)}")
-        if size > settings.upload_max_mb * 1024 * 1024:
-            return Attachment(
-                name,
-                False,
-                f"{name}: the file is {size / 2**20:.1f} MB, over the upload limit of "
-                f"{settings.upload_max_mb:g} MB (RAG_UPLOAD_MAX_MB)",
-            )
         try:
+            check_upload(name, path.stat().st_size if size is None else size, settings)
+            # Kept under a name made of its content, in its chat's folder: the user's file name
+            # is display only, never part of a path we write.
+            chat_folder = hashlib.sha256(self.chat_id.encode()).hexdigest()[:16]
             with self.service.index.storage_faults():  # a full disk says so, as indexing would
-                stored = self.keep_upload(path, name)
+                stored = keep(
+                    path.read_bytes(), settings.storage_dir / "uploads" / chat_folder, name
+                )
             report = self.service.index.attach(
                 stored, name, chat_id=self.chat_id, collection=self.profile.collection
             )
+        except FileRefused as refused:
+            return Attachment(name, False, str(refused))
         except OSError as error:
             return Attachment(name, False, f"{name}: cannot be stored ({error.strerror})")
         except RagError as error:
@@ -339,13 +320,6 @@ class ChatSession:
             return Attachment(name, True, f"{name} is already indexed in this chat")
         warnings = f" ({'; '.join(report.warnings)})" if report.warnings else ""
         return Attachment(name, True, f"{name} indexed: {report.chunks_written} passages{warnings}")
-
-
-def safe_name(name: str) -> str:
-    """An uploaded file's name for display and identity only: never used as a path."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
-    cleaned = "".join(ch for ch in base if ch.isprintable())[:120]
-    return cleaned or "upload"
 
 
 def history_from_turns(turns: list[tuple[str, str]]) -> list[ChatMessage]:

@@ -20,6 +20,10 @@ class FileRefused(RagError):
         self.reason = reason
 
 
+class FileTooLarge(FileRefused):
+    """A file over a size limit (the API answers 413 for it)."""
+
+
 class StoreError(RagError):
     """The index cannot be opened or written (locked, wrong embedder, server down, disk full)."""
 

@@ -10,8 +10,9 @@ from fakes import unused_port
 from pdfgen import write_pdf
 
 from rag.auth import UserStore
-from rag.chat import ChatService, safe_name
+from rag.chat import ChatService
 from rag.errors import BackendError
+from rag.uploads import safe_name
 from rag.web import strip_external
 
 

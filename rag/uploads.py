@@ -1,0 +1,59 @@
+"""Files users hand over (a chat attachment, an API upload): safe names, the upload limits and
+their messages, and keeping the bytes under storage/uploads."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from rag.config import Settings
+from rag.errors import FileRefused, FileTooLarge
+from rag.loaders import is_supported, unsupported_reason
+
+
+def safe_name(name: str) -> str:
+    """An uploaded file's name for display and identity only: never used as a path."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    cleaned = "".join(ch for ch in base if ch.isprintable())[:120]
+    return cleaned or "upload"
+
+
+def upload_limit(settings: Settings) -> str:
+    """The size limit as every message states it."""
+    return f"the upload limit of {settings.upload_max_mb:g} MB (RAG_UPLOAD_MAX_MB)"
+
+
+def upload_max_bytes(settings: Settings) -> int:
+    return int(settings.upload_max_mb * 1024 * 1024)
+
+
+def too_many_files(count: int, settings: Settings) -> str:
+    """The message for more attachments in one message than RAG_UPLOAD_MAX_FILES."""
+    limit = settings.upload_max_files
+    return (
+        f"{count} files attached; at most {limit} per message (RAG_UPLOAD_MAX_FILES). "
+        f"Only the first {limit} were indexed."
+    )
+
+
+def check_upload(name: str, size: int, settings: Settings) -> None:
+    """FileRefused unless a file of this (safe) name and size may be taken. Its content is
+    judged when it is parsed, as every file's is."""
+    if not is_supported(Path(name)):
+        raise FileRefused(name, unsupported_reason(Path(name).suffix.lower()))
+    if size > upload_max_bytes(settings):
+        raise FileTooLarge(
+            name, f"the file is {size / 2**20:.1f} MB, over {upload_limit(settings)}"
+        )
+
+
+def keep(data: bytes, folder: Path, name: str) -> Path:
+    """Write an upload into `folder` under a name made of its content (and the suffix of `name`),
+    whole or not at all; the same bytes kept twice are one file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{hashlib.sha256(data).hexdigest()[:32]}{Path(name).suffix.lower()}"
+    if not target.exists():
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(data)
+        partial.replace(target)
+    return target
