@@ -13,8 +13,6 @@ import chainlit as cl
 from chainlit.auth import authenticate_user, reuseable_oauth
 from chainlit.config import config as chainlit_config
 from chainlit.data import get_data_layer
-from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
-from chainlit.data.utils import queue_until_user_message
 from chainlit.input_widget import Slider
 from chainlit.server import app as server_app
 from fastapi import HTTPException, Request
@@ -36,7 +34,7 @@ from rag.evidence import Findings
 from rag.logs import internal_error_line, log_to_file
 from rag.retrieve import Source
 from rag.streaming import AnswerStream
-from rag.threads import thread_database
+from rag.threads import ThreadStore, thread_database
 from rag.uploads import too_many_files, upload_limit, upload_max_bytes
 from rag.web import LocalFileStore, UploadLimitMiddleware, install_routes
 
@@ -158,37 +156,6 @@ else:
         # No login configured: everyone on this machine is the one local user, whose threads
         # are listed in the sidebar.
         return cl.User(identifier="local")
-
-
-class ThreadStore(SQLAlchemyDataLayer):
-    """Chainlit's SQL data layer on SQLite, with its writes serialised.
-
-    Chainlit saves a step's creation and its final output as separate background tasks; on
-    SQLite they can race and the output is lost. One lock per kind of write keeps them in order.
-    """
-
-    _step_lock = asyncio.Lock()
-    _thread_lock = asyncio.Lock()
-
-    async def element_owner(self, object_key: str) -> str | None:
-        """The user whose thread a stored element belongs to (element keys do not say reliably:
-        an attachment is stored before its thread has a user)."""
-        rows = await self.execute_sql(
-            'SELECT t."userIdentifier" AS owner FROM elements e '
-            'JOIN threads t ON t."id" = e."threadId" WHERE e."objectKey" = :key',
-            {"key": object_key},
-        )
-        owners = {row["owner"] for row in rows} if isinstance(rows, list) else set()
-        return owners.pop() if len(owners) == 1 else None
-
-    async def update_thread(self, thread_id: str, *args: Any, **kwargs: Any) -> None:
-        async with self._thread_lock:
-            await super().update_thread(thread_id, *args, **kwargs)
-
-    @queue_until_user_message()
-    async def create_step(self, step_dict: Any) -> None:
-        async with self._step_lock:
-            await SQLAlchemyDataLayer.create_step.__wrapped__(self, step_dict)  # type: ignore[attr-defined]
 
 
 element_store = LocalFileStore(
