@@ -29,6 +29,7 @@ from rag.auth import (
 from rag.chat import ChatService, ChatSession, history_from_turns
 from rag.cli import offline_environment
 from rag.config import load_settings
+from rag.elements import LocalFileStore
 from rag.errors import RagError
 from rag.evidence import Findings
 from rag.logs import internal_error_line, log_to_file
@@ -36,7 +37,7 @@ from rag.retrieve import Source
 from rag.streaming import AnswerStream
 from rag.threads import ThreadStore, thread_database
 from rag.uploads import too_many_files, upload_limit, upload_max_bytes
-from rag.web import LocalFileStore, UploadLimitMiddleware, install_routes
+from rag.web import UploadLimitMiddleware, install_routes
 
 logger = logging.getLogger("rag.app")
 offline_environment()

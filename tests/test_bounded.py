@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from rag.bounded import BoundedFolder
-from rag.web import LocalFileStore
+from rag.elements import LocalFileStore
 
 
 def write(path: Path, size: int, age: int) -> Path:
