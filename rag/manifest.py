@@ -155,7 +155,3 @@ class Manifest:
                 "UPDATE files SET content_hash = NULL, chunks = 0 WHERE collection = ?",
                 (collection,),
             )
-
-    def drop_collection(self, collection: str) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM files WHERE collection = ?", (collection,))

@@ -29,9 +29,6 @@ READ_PAGE = 5000
 # Who wrote a collection last: this process, or another one (the CLI beside the running app).
 THIS_PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-# Chroma reads this at import time; set it before anything imports chromadb.
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
 WRITE_BATCH = 1000
 
 # Writes stop while less than this is free under storage/. Embedded Chroma that runs out of space
