@@ -39,6 +39,10 @@ def _no_server(llm: LLM) -> str | None:
     return None
 
 
+def _model_field(llm: LLM) -> str:
+    return str(getattr(llm, "model", None) or getattr(llm, "model_name", None) or "?")
+
+
 @dataclass(frozen=True)
 class Backend:
     """One way to reach an LLM. A module in rag/llm/backends/ defines one as `BACKEND`; the
@@ -47,11 +51,12 @@ class Backend:
     # The LLM, checked to be reachable (a server) or ready to load (in-process): BackendError
     # when a server is down or lacks the model, ConfigError when a package is missing.
     build: Callable[[Settings], LLM]
-    # Whether an LLM is one this backend built, and its model's name.
+    # Whether an LLM is one this backend built.
     owns: Callable[[LLM], bool]
-    model: Callable[[LLM], str]
     # The same LLM answering at most N tokens.
     limit_output: Callable[[LLM, int], LLM]
+    # Its model's name (LlamaIndex's LLMs call the field `model`).
+    model: Callable[[LLM], str] = _model_field
     # Where it answers, for messages (a server's URL), if anywhere.
     server: Callable[[LLM], str | None] = _no_server
     # What its client raises, as one of our errors (`timed_out`, `unreachable`...); None: the
@@ -97,8 +102,7 @@ def describe_llm(llm: LLM) -> str:
     """Backend and model of an LLM in a few words, e.g. "ollama llama3.2"."""
     owner = _owner(llm)
     if owner is None:
-        model = getattr(llm, "model", None) or getattr(llm, "model_name", None) or "?"
-        return f"{type(llm).__name__} {model}"
+        return f"{type(llm).__name__} {_model_field(llm)}"
     name, found = owner
     return f"{name} {found.model(llm)}"
 

@@ -273,6 +273,5 @@ def in_process_backend(name: Literal["embedded", "gguf"], build: Any) -> Backend
     return Backend(
         build=build,
         owns=lambda llm: isinstance(llm, GGUFLLM) and llm.backend == name,
-        model=lambda llm: str(getattr(llm, "model_name", "?")),
         limit_output=lambda llm, max_tokens: llm.model_copy(update={"max_new_tokens": max_tokens}),
     )

@@ -38,6 +38,5 @@ def build_auto(settings: Settings) -> LLM:
 BACKEND = Backend(
     build=build_auto,
     owns=lambda llm: False,
-    model=lambda llm: "?",
     limit_output=lambda llm, max_tokens: llm,
 )

@@ -111,7 +111,6 @@ def error(exc: BaseException, llm: LLM) -> RagError | None:
 BACKEND = Backend(
     build=build_ollama,
     owns=owns,
-    model=lambda llm: str(getattr(llm, "model", "?")),
     limit_output=limit_output,
     server=lambda llm: getattr(llm, "base_url", None),
     error=error,

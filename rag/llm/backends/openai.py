@@ -93,7 +93,6 @@ def error(exc: BaseException, llm: LLM) -> RagError | None:
 BACKEND = Backend(
     build=build_openai,
     owns=owns,
-    model=lambda llm: str(getattr(llm, "model", "?")),
     limit_output=lambda llm, max_tokens: llm.model_copy(update={"max_tokens": max_tokens}),
     server=lambda llm: getattr(llm, "api_base", None),
     error=error,
