@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,6 +207,25 @@ def test_each_backend_module_is_a_rag_llm_value_documented_in_the_readme() -> No
 def test_an_unknown_backend_stops_the_start_naming_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="use one of auto, bedrock, embedded, gguf"):
         make_settings(tmp_path, llm="llamafile")
+
+
+def test_auto_names_the_backend_it_fell_back_to_in_a_fresh_process(tmp_path: Path) -> None:
+    # In a process that has loaded no backend by name: the embedded module came in through auto.
+    code = (
+        "from rag.config import load_settings\n"
+        "from rag.llm import build_llm, describe_llm\n"
+        "print(describe_llm(build_llm(load_settings())))"
+    )
+    env = {
+        **os.environ,
+        "RAG_STORAGE_DIR": str(tmp_path),
+        "RAG_LLM": "auto",
+        "OLLAMA_BASE_URL": f"http://127.0.0.1:{unused_port()}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "embedded SmolLM2-135M-Instruct", done.stderr[-2000:]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 from rag.errors import BackendError, ConfigError, RagError
@@ -64,6 +66,7 @@ class Backend:
     error: Callable[[BaseException, LLM], RagError | None] = _no_error
 
 
+@cache
 def backend_names() -> list[str]:
     """The RAG_LLM values: the modules of rag.llm.backends (listed, not imported)."""
     package = importlib.import_module(BACKENDS_PACKAGE)
@@ -74,17 +77,22 @@ def backend_names() -> list[str]:
     )
 
 
-_loaded: dict[str, Backend] = {}
-
-
 def backend(name: str) -> Backend:
     """The backend RAG_LLM=`name` picks."""
-    if name not in _loaded:
-        if name not in backend_names():
-            raise ConfigError(f"unknown LLM backend {name!r}; use {', '.join(backend_names())}")
-        module = importlib.import_module(f"{BACKENDS_PACKAGE}.{name}")
-        _loaded[name] = module.BACKEND
-    return _loaded[name]
+    if name not in backend_names():
+        raise ConfigError(f"unknown LLM backend {name!r}; use {', '.join(backend_names())}")
+    return importlib.import_module(f"{BACKENDS_PACKAGE}.{name}").BACKEND
+
+
+def _imported() -> list[tuple[str, Backend]]:
+    """The backends whose modules are imported: only those can have built an LLM (however it
+    was reached: `auto` builds with the `ollama` and `embedded` modules)."""
+    found = []
+    for name in backend_names():
+        module = sys.modules.get(f"{BACKENDS_PACKAGE}.{name}")
+        if module is not None and isinstance(getattr(module, "BACKEND", None), Backend):
+            found.append((name, module.BACKEND))
+    return found
 
 
 def build_llm(settings: Settings) -> LLM:
@@ -94,8 +102,7 @@ def build_llm(settings: Settings) -> LLM:
 
 
 def _owner(llm: LLM) -> tuple[str, Backend] | None:
-    # Only a loaded backend can have built it.
-    return next(((n, b) for n, b in list(_loaded.items()) if b.owns(llm)), None)
+    return next(((n, b) for n, b in _imported() if b.owns(llm)), None)
 
 
 def describe_llm(llm: LLM) -> str:
