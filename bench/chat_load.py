@@ -5,8 +5,8 @@
                                         [--timeout 480] [--models-cache DIR] [--keep]
                                         [--duration SECONDS [--think 3] [--seed 7] [--json]]
 
-Without --url it starts the real app (`chainlit run app.py --headless`, as tests/ui/conftest.py
-does) on a free 127.0.0.1 port with its own temp storage and an empty data folder, the embedded LLM
+Without --url it starts the real app (`chainlit run app.py --headless`, testkit.app as the tests
+start it) on a free 127.0.0.1 port with its own temp storage and an empty data folder, the embedded LLM
 (RAG_LLM=embedded, RAG_MAX_NEW_TOKENS=32, temperature 0), and stops it at the end. With --url it
 drives an app that is already running (on this machine only) and cannot report its peak RSS.
 
@@ -57,19 +57,15 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import random
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -78,9 +74,11 @@ import httpx
 import socketio
 from common import models_cache, say
 
+from testkit.app import LOCAL_HOSTS, ChatServer
+from testkit.chainlit import login, user_message
+from testkit.pdf import pdf_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-STARTUP_TIMEOUT_S = 180.0
 CODE_WORD = re.compile(r"\bKX-\d{4}\b")
 ATTACHMENT_NAME = re.compile(r"\bloadtest-chat-\d{2,}(?:-\d{3,})?\.(?:pdf|txt)\b")
 FILLER = (
@@ -108,40 +106,6 @@ def question(chat: int) -> str:
     return f"What is the code of chat {chat}?"
 
 
-def pdf_bytes(text: str) -> bytes:
-    """A one-page PDF with `text` in Helvetica (hand-written objects and xref, no dependency)."""
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if len(line) + len(word) + 1 > 80:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    lines.append(line)
-    escaped = [ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for ln in lines]
-    stream = "BT /F1 11 Tf 14 TL 56 760 Td " + " ".join(f"({ln}) Tj T*" for ln in escaped) + " ET"
-    objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>",
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        "/Resources << /Font << /F1 5 0 R >> >> >>",
-        f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream",
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
-    out += (
-        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
-    ).encode()
-    return bytes(out)
-
-
 @dataclass(frozen=True)
 class Attachment:
     chat: int
@@ -162,7 +126,7 @@ def make_attachment(chat: int, kind: str, folder: Path, serial: int | None = Non
     text = attachment_text(chat, serial)
     stem = f"loadtest-chat-{chat:02d}" + ("" if serial is None else f"-{serial:03d}")
     if kind == "pdf":
-        name, mime, data = f"{stem}.pdf", "application/pdf", pdf_bytes(text)
+        name, mime, data = f"{stem}.pdf", "application/pdf", pdf_bytes([textwrap.fill(text, 80)])
     else:
         name, mime, data = f"{stem}.txt", "text/plain", text.encode()
     (folder / name).write_bytes(data)  # kept with --keep, for a look at what was sent
@@ -170,12 +134,6 @@ def make_attachment(chat: int, kind: str, folder: Path, serial: int | None = Non
 
 
 # --- the app -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def check_local(url: str) -> str:
@@ -194,104 +152,6 @@ def prepare_models(storage: Path, cache: Path | None) -> None:
         (storage / "models").symlink_to(cache, target_is_directory=True)
 
 
-@dataclass
-class App:
-    """One `chainlit run app.py` process with its own storage and (empty) data folder."""
-
-    home: Path
-    max_new_tokens: int
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.home / "server.log"
-
-    @property
-    def app_root(self) -> Path:
-        """Chainlit's APP_ROOT: the project's UI files, but its own `.files/` for the uploads.
-
-        Chainlit deletes APP_ROOT/.files when a server stops: with the checkout as APP_ROOT, any
-        other `chainlit run` there that stops deletes this run's uploads mid-chat.
-        """
-        root = self.home / "app-root"
-        root.mkdir(exist_ok=True)
-        for name in (".chainlit", "public", "chainlit.md"):
-            link = root / name
-            if (ROOT / name).exists() and not link.is_symlink():
-                link.symlink_to(ROOT / name)
-        return root
-
-    def env(self) -> dict[str, str]:
-        # Chainlit reads CI, HEADLESS, DEBUG, WATCH... unprefixed (CI=true fakes an OpenAI key).
-        chainlit_flags = {"CI", "HEADLESS", "DEBUG", "WATCH", "NO_CACHE", "RUN_TARGET"}
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("RAG_", "CHAINLIT_")) and k not in chainlit_flags
-        }
-        env.update(
-            RAG_STORAGE_DIR=str(self.home / "storage"),
-            RAG_DATA_DIR=str(self.home / "data"),
-            RAG_PROFILES_DIR=str(ROOT / "profiles"),
-            RAG_LLM="embedded",
-            RAG_MAX_NEW_TOKENS=str(self.max_new_tokens),
-            RAG_TEMPERATURE="0",
-            HF_HUB_OFFLINE="1",
-            CHAINLIT_APP_ROOT=str(self.app_root),
-        )
-        return env
-
-    def start(self) -> None:
-        (self.home / "data").mkdir(parents=True, exist_ok=True)
-        chainlit = Path(sys.executable).parent / "chainlit"
-        command = [str(chainlit), "run", str(ROOT / "app.py"), "--headless"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the app exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(f"the app did not answer /healthz:\n{self.log.read_text()[-3000:]}")
-
-    def status(self) -> dict[str, int]:
-        """VmRSS/VmHWM (kB) of the app process: `chainlit` runs the app in its own process."""
-        values: dict[str, int] = {}
-        if self.process is None:
-            return values
-        try:
-            text = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return values
-        for line in text.splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                values[key] = int(value.split()[0])
-        return values
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-
-
 # --- one chat ----------------------------------------------------------------------------------
 
 
@@ -304,18 +164,6 @@ class Turn:
     search: float | None = None  # end of the Search step
     total: float | None = None  # task_end: the handler is done
     answer: str = ""
-
-
-def user_message(text: str) -> dict[str, Any]:
-    """A user's message as the Chainlit frontend sends it (`client_message` over socket.io)."""
-    return {
-        "id": str(uuid.uuid4()),
-        "threadId": "",
-        "name": "User",
-        "type": "user_message",
-        "output": text,
-        "createdAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    }
 
 
 @dataclass
@@ -527,20 +375,6 @@ def judge_leaks(results: list[ChatResult], everyone: dict[str, Attachment]) -> N
 # --- the run -----------------------------------------------------------------------------------
 
 
-async def login(http: httpx.AsyncClient, url: str, user: str | None, password: str | None) -> str:
-    if user:
-        response = await http.post(f"{url}/login", data={"username": user, "password": password})
-    else:
-        response = await http.post(f"{url}/auth/header")
-    if response.status_code != 200:
-        raise SystemExit(f"login failed: HTTP {response.status_code} {response.text[:200]}")
-    cookies = [f"{k}={v}" for k, v in response.cookies.items() if k.startswith("access_token")]
-    if not cookies:
-        raise SystemExit("login answered without an access_token cookie")
-    http.cookies.clear()  # sent explicitly per request, as the browser would
-    return "; ".join(cookies)
-
-
 async def run_chats(
     url: str, cookie: str, attachments: list[Attachment], args: argparse.Namespace
 ) -> list[ChatResult]:
@@ -581,7 +415,11 @@ def line(label: str, values: list[float], total: int) -> str:
 
 
 def report(
-    results: list[ChatResult], wall: float, app: App | None, warm: ChatResult | None, args: Any
+    results: list[ChatResult],
+    wall: float,
+    app: ChatServer | None,
+    warm: ChatResult | None,
+    args: Any,
 ) -> int:
     n = len(results)
     errors = [(r.chat, e) for r in results for e in r.errors]
@@ -665,7 +503,7 @@ class Soak:
     """What the chats of a soak share: the clock, numbering, every attachment given out, RSS."""
 
     args: argparse.Namespace
-    app: App | None
+    app: ChatServer | None
     folder: Path
     started: float = 0.0
     everyone: dict[str, Attachment] = field(default_factory=dict)
@@ -836,6 +674,7 @@ def soak_summary(soak: Soak) -> dict[str, Any]:
         "chats": soak.args.chats,
         "duration_s": soak.args.duration,
         "max_new_tokens": soak.args.max_new_tokens,
+        "goal_growth_mb": GOAL_GROWTH_MB,
         "sessions": len(results),
         "answered": len(totals),
         "answered_per_chat": {str(r.chat): r.answered for r in results},
@@ -968,7 +807,7 @@ def table(rows: list[tuple[str, str, str, str]]) -> None:
     print(rule)
 
 
-async def bench(args: argparse.Namespace, url: str, app: App | None, folder: Path) -> int:
+async def bench(args: argparse.Namespace, url: str, app: ChatServer | None, folder: Path) -> int:
     async with httpx.AsyncClient(timeout=30) as http:
         cookie = await login(http, url, args.user, args.password)
         health = (await http.get(f"{url}/healthz")).json()
@@ -1062,7 +901,8 @@ def main(argv: list[str] | None = None) -> int:
             url = check_local(args.url)
         else:
             prepare_models(work / "storage", models_cache(args.models_cache))
-            app = App(work, args.max_new_tokens)
+            (work / "data").mkdir(parents=True, exist_ok=True)
+            app = ChatServer(work, settings={"RAG_MAX_NEW_TOKENS": str(args.max_new_tokens)})
             say(f"starting the app on {app.url} (log: {app.log})")
             app.start()
             url = app.url

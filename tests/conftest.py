@@ -9,9 +9,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from chat_server import ARTIFACTS, CHROMIUM, LOCAL_HOSTS, Browser, ChatServer, prepare_home
+from browser import ARTIFACTS, CHROMIUM, Browser
 
 from rag.cli import offline_environment
+from testkit.app import LOCAL_HOSTS, ChatServer, prepare_home
 
 offline_environment()
 

@@ -17,11 +17,11 @@ from fakes import unused_port
 from fakes.ollama_server import FakeOllama
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-from pdfgen import write_pdf
 
 from rag.api import MAX_JSON_BYTES, install_api
 from rag.auth import MAX_FAILED_LOGINS, Logins, UserStore
 from rag.chat import ChatService
+from testkit.pdf import write_pdf
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY = "The lighthouse opens at nine [guide.pdf, 2]."

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from fakes import unused_port
-from pdfgen import write_pdf
 
 from rag.auth import UserStore
 from rag.chat import ChatService
 from rag.errors import BackendError
 from rag.uploads import safe_name
 from rag.web import strip_external
+from testkit.pdf import write_pdf
 
 
 @pytest.fixture

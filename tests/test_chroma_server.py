@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pdfgen import write_pdf
+
+from testkit.pdf import write_pdf
 
 pytestmark = pytest.mark.server
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from fakes.ollama_server import FakeOllama
-from pdfgen import write_pdf
 
 from rag.cli import main
 from rag.engine import GROUND_RULES, ChatEngine
 from rag.index import Index
 from rag.llm import build_llm
 from rag.profiles import DEFAULT_PROFILE, Profile, get_profile, load_profiles
+from testkit.pdf import write_pdf
 
 ROOT = Path(__file__).resolve().parents[1]
 

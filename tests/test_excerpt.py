@@ -7,11 +7,11 @@ import random
 from pathlib import Path
 
 import pytest
-from pdfgen import write_pdf
 from pypdf import PdfReader
 from pypdf.generic import DictionaryObject
 
 from rag.excerpt import page_excerpt
+from testkit.pdf import write_pdf
 
 FOSDEM_MENU = (
     Path(__file__).resolve().parents[1].parent

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pdfgen import write_pdf
 
 from rag.cli import main
 from rag.embeddings import bundled_model_dir
 from rag.index import Index
+from testkit.pdf import write_pdf
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

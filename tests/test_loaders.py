@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pdfgen import write_encrypted_pdf, write_pdf, write_slow_pdf
 
 from rag.errors import FileRefused
 from rag.loaders import load_bytes
 from rag.parsing import ParseWorker
+from testkit.pdf import write_encrypted_pdf, write_pdf, write_slow_pdf
 
 PDF_SYNTAX = re.compile(r"%PDF|endobj|endstream|/Type\s*/Page|xref")
 

@@ -7,7 +7,9 @@ import asyncio
 from pathlib import Path
 
 import httpx
-from chat_server import ChatClient, ChatServer, prepare_home
+
+from testkit.app import ChatServer, prepare_home
+from testkit.chainlit import ChatClient
 
 
 def test_a_waiting_question_hears_its_place_and_one_too_many_hears_busy(

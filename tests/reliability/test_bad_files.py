@@ -15,9 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from chat_server import Browser, ChatServer
+from browser import Browser
 from fakes.ollama_server import FakeOllama
-from pdfgen import write_pdf, write_slow_pdf
 from rag_cli import CLI_TIMEOUT_S, cli_env, inspect_storage, rag_command, run_script
 from test_api import make_service, serve, sync, upload
 from ui.test_chat_ui import Chat, assert_cites
@@ -26,6 +25,8 @@ from rag.chat import ChatService
 from rag.errors import FileRefused
 from rag.loaders import load_bytes
 from rag.parsing import ParseWorker
+from testkit.app import ChatServer
+from testkit.pdf import write_pdf, write_slow_pdf
 
 # The parse limit of these tests: 10x what the bad PDFs that must be refused take (0.3 s at most,
 # the parse worker's start-up included); the damaged-but-readable ones may take longer on a busy

@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +30,6 @@ from typing import Any
 
 import httpx
 import pytest
-from chat_server import ChatServer, prepare_home
-from pdfgen import write_pdf
 from rag_cli import (
     INSPECT,
     cli_env,
@@ -44,9 +41,11 @@ from rag_cli import (
 )
 from test_durability import PIECES, essay_pieces
 
+from testkit.app import ChatServer, prepare_home
+from testkit.chainlit import ChatClient, login
+from testkit.pdf import write_pdf
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-import chat_load  # noqa: E402 - bench/chat_load.py: the socket.io chat client
 
 SEED = 20261126
 KILLS = 20
@@ -309,7 +308,7 @@ def upload_in_background(url: str, name: str, data: bytes) -> tuple[threading.Th
 
 
 def attach_in_background(
-    url: str, attachment: chat_load.Attachment
+    url: str, name: str, data: bytes
 ) -> tuple[threading.Thread, threading.Event, list[str]]:
     """A chat that attaches a file and asks about it (as the paper clip does), from a thread.
 
@@ -320,15 +319,14 @@ def attach_in_background(
 
     async def chat() -> None:
         async with httpx.AsyncClient(timeout=60) as http:
-            cookie = await chat_load.login(http, url, None, None)
-            client = chat_load.Chat(url, cookie, attachment, None, timeout=300)
-            await client.connect()
-            file_id = await client.upload(http, attachment)
-            ask = asyncio.create_task(client.ask("What is on this menu?", [file_id]))
-            await asyncio.sleep(0)  # the message is on its way
-            sent.set()
-            await ask  # ends with the answer, or when the kill closes the socket
-            await client.close()
+            cookie = await login(http, url)
+        client = ChatClient(url, cookie)
+        await client.connect()
+        reference = await client.upload(name, data)
+        await client.send("What is on this menu?", [reference])
+        sent.set()
+        await client.answered(timeout=300)  # the answer, or the kill closing the socket
+        await client.close()
 
     def run() -> None:
         try:
@@ -388,9 +386,9 @@ def app_round(
         server.wait_for_sync(timeout=600)
         source = corpus / CHAT_FILES[number % len(CHAT_FILES)]
         name = f"chat-menu-{number}.pdf"
-        attachment = chat_load.Attachment(number, name, "application/pdf", source.read_bytes())
-        est.uploads.setdefault(name, set()).add(sha256(attachment.data))
-        thread, sent, failures = attach_in_background(server.url, attachment)
+        data = source.read_bytes()
+        est.uploads.setdefault(name, set()).add(sha256(data))
+        thread, sent, failures = attach_in_background(server.url, name, data)
         assert sent.wait(timeout=300), "the chat did not get to send its attachment"
         assert not failures, failures
         since = time.monotonic()

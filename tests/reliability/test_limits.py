@@ -14,8 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chat_server import Browser, ChatServer, prepare_home
-from pdfgen import pdf_from_objects, write_pdf, write_slow_pdf
+from browser import Browser
 from rag_cli import CLI_TIMEOUT_S, cli_env, rag_command
 from test_api import make_service, serve, upload
 from ui.test_chat_ui import ANSWER_TIMEOUT_MS, ANSWERED, ASSISTANT, Chat, assert_cites
@@ -23,6 +22,8 @@ from ui.test_chat_ui import ANSWER_TIMEOUT_MS, ANSWERED, ASSISTANT, Chat, assert
 from rag.errors import FileRefused
 from rag.loaders import MAX_JSON_DEPTH
 from rag.parsing import ParseWorker
+from testkit.app import ChatServer, prepare_home
+from testkit.pdf import pdf_from_objects, write_pdf, write_slow_pdf
 
 GUIDE = [
     "Welcome to the lighthouse guide.\nThis page lists the opening hours of the museum.",

@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 import socketio
-from chat_server import ChatClient, ChatServer, prepare_home
 
 from rag.auth import MAX_FAILED_LOGINS
+from testkit.app import ChatServer, prepare_home
+from testkit.chainlit import ChatClient
 
 ALICE = ("alice", "alice-Pw-7f3kQ")
 BOB = ("bob", "bob-Pw-2q9zR")

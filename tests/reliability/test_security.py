@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 import socketio
-from chat_server import ChatClient, ChatServer, prepare_home
 from fakes import unused_port
 from fakes.ollama_server import FakeOllama
 from fakes.openai_server import FakeOpenAI
@@ -30,6 +29,8 @@ from rag_cli import cli_env, rag_command
 
 from rag.chat import ChatService
 from rag.engine import GROUND_RULES
+from testkit.app import ChatServer, prepare_home
+from testkit.chainlit import ChatClient
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = ("alice", "alice-Pw-7f3kQ")

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from chat_server import ChatServer, prepare_home
 from rag_cli import cli_env, rag_command, run
+
+from testkit.app import ChatServer, prepare_home
 
 QUESTION = "When does the ferry to the island leave?"
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from pdfgen import write_pdf
 from rag_cli import CLI_TIMEOUT_S, cli_env, inspect_storage, rag_command, run_rag
+
+from testkit.pdf import write_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
 DISK_MB = 96  # the tmpfs under storage/: the seed index plus room for a few ingests

@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from chat_server import Browser, ChatServer, prepare_home
-from pdfgen import write_encrypted_pdf, write_pdf
+from browser import Browser
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
+
+from testkit.app import ChatServer, prepare_home
+from testkit.pdf import write_encrypted_pdf, write_pdf
 
 pytestmark = pytest.mark.ui
 

@@ -1,4 +1,4 @@
-"""A tiny PDF writer for test fixtures: real, valid PDFs with one text block per page."""
+"""A tiny PDF writer for fixtures: real, valid PDFs with one text block per page."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ def _escape(text: str) -> str:
 
 def write_pdf(path: Path, pages: list[str]) -> Path:
     """Write `pages` (one string per page, lines split on newlines) as a Helvetica text PDF."""
+    path.write_bytes(pdf_bytes(pages))
+    return path
+
+
+def pdf_bytes(pages: list[str]) -> bytes:
+    """`pages` (one string per page, lines split on newlines) as a Helvetica text PDF."""
     objects: list[bytes] = []
     page_ids = [4 + 2 * i for i in range(len(pages))]
     objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
@@ -29,8 +35,7 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
             f"/Resources << /Font << /F1 3 0 R >> >> /Contents {content_id} 0 R >>".encode()
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    path.write_bytes(pdf_from_objects(objects))
-    return path
+    return pdf_from_objects(objects)
 
 
 def write_encrypted_pdf(path: Path, pages: list[str], user_password: str) -> Path:

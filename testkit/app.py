@@ -1,27 +1,18 @@
-"""A real chat server (`chainlit run app.py`) on 127.0.0.1 with its own storage, for any test."""
+"""The real chat server (`chainlit run app.py`) on 127.0.0.1, with its own storage and data."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-import socketio
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from chat_load import user_message  # noqa: E402 - bench/chat_load.py speaks Chainlit's protocol
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -126,6 +117,21 @@ class ChatServer:
                 raise TimeoutError("data folder sync did not finish")
             time.sleep(0.5)
 
+    def status(self) -> dict[str, int]:
+        """VmRSS/VmHWM (kB) of the app process: `chainlit` runs the app in its own process."""
+        values: dict[str, int] = {}
+        if self.process is None:
+            return values
+        try:
+            text = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return values
+        for line in text.splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                values[key] = int(value.split()[0])
+        return values
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -143,80 +149,3 @@ def prepare_home(home: Path, models_cache: Path) -> Path:
     (home / "storage" / "models").symlink_to(models_cache, target_is_directory=True)
     (home / "data").mkdir()
     return home
-
-
-@dataclass
-class Browser:
-    """A Playwright page whose requests may only go to this machine."""
-
-    page: object
-    outside: list[str]
-    shots: Path
-    count: int = 0
-    dialogs: list[str] = field(default_factory=list)  # native alert/confirm/prompt, dismissed
-
-    def shot(self, name: str) -> None:
-        self.count += 1
-        self.page.screenshot(path=str(self.shots / f"{self.count:02d}-{name}.png"), full_page=True)  # type: ignore[attr-defined]
-
-
-class ChatClient:
-    """What the Chainlit frontend does over socket.io, without a browser: connect, attach, ask."""
-
-    def __init__(self, url: str, cookie: str, thread_id: str | None = None) -> None:
-        self.url, self.cookie, self.thread_id = url, cookie, thread_id
-        self.session_id = str(uuid.uuid4())
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.sio.on("*", self._on_event)
-        self.done = asyncio.Event()
-        self.started = False
-        self.texts: list[str] = []
-
-    async def _on_event(self, event: str, data: Any = None) -> None:
-        if event == "task_start":
-            self.started = True
-        elif event == "task_end" and self.started:
-            self.done.set()
-        elif isinstance(data, dict):
-            self.thread_id = self.thread_id or data.get("threadId") or None
-            self.texts.append(f"{data.get('name', '')} {data.get('output') or ''}")
-            self.texts.append(str(data.get("content") or data.get("token") or ""))
-
-    async def connect(self) -> None:
-        await self.sio.connect(
-            self.url,
-            headers={"Cookie": self.cookie} if self.cookie else {},
-            auth={
-                "sessionId": self.session_id,
-                "clientType": "webapp",
-                "chatProfile": "general",
-                "threadId": self.thread_id,
-                "userEnv": "{}",
-            },
-            transports=["websocket"],
-            socketio_path="/ws/socket.io",
-            wait_timeout=30,
-        )
-        await self.sio.emit("connection_successful")
-        await asyncio.wait_for(self.done.wait(), 120)  # the chat has started (on_chat_start ran)
-
-    async def ask(self, question: str, *attachments: tuple[str, bytes]) -> None:
-        references = []
-        async with httpx.AsyncClient(timeout=60) as http:
-            for name, data in attachments:
-                upload = await http.post(
-                    f"{self.url}/project/file",
-                    params={"session_id": self.session_id},
-                    files={"file": (name, data, "text/plain")},
-                    headers={"Cookie": self.cookie},
-                )
-                upload.raise_for_status()
-                references.append({"id": upload.json()["id"]})
-        message = user_message(question)
-        self.done.clear()
-        self.started = False
-        await self.sio.emit("client_message", {"message": message, "fileReferences": references})
-        await asyncio.wait_for(self.done.wait(), 240)
-
-    async def close(self) -> None:
-        await self.sio.disconnect()
