@@ -60,7 +60,7 @@ OUTCOMES: dict[str, str | None] = {
     "truncated-premature-eof.pdf": "the PDF is damaged",
     "zero-pages.pdf": "the PDF has no pages",
 }
-# A valid PDF generated to read slowly (pdfgen.write_slow_pdf: 1.4 s a page here, 84 s in all):
+# A valid PDF generated to read slowly (testkit.pdf.write_slow_pdf: 1.4 s a page here, 84 s in all):
 # 20x the limit, so it is stopped whatever the machine.
 SLOW_PDF = "slow.pdf"
 EXPECTED = OUTCOMES | {SLOW_PDF: f"parsing took longer than {PARSE_TIMEOUT_S} s"}

@@ -1,1 +1,1 @@
-"""Browser tests of the chat: fixtures live in tests/conftest.py and tests/chat_server.py."""
+"""Browser tests of the chat: fixtures live in tests/conftest.py, tests/browser.py and testkit/."""
