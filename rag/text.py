@@ -21,8 +21,17 @@ def _stemmers() -> tuple[Any, Any]:
 CYRILLIC_TO_LATIN = str.maketrans(
     {
         **dict(zip("абвгдезийклмнопрстуфыэ", "abvgdeziiklmnoprstufye", strict=True)),
-        **{"ё": "e", "ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "sch"},
-        **{"ъ": "", "ь": "", "ю": "yu", "я": "ya"},
+        "ё": "e",
+        "ж": "zh",
+        "х": "kh",
+        "ц": "ts",
+        "ч": "ch",
+        "ш": "sh",
+        "щ": "sch",
+        "ъ": "",
+        "ь": "",
+        "ю": "yu",
+        "я": "ya",
     }
 )
 

@@ -136,12 +136,9 @@ def number_supported(number: str, values: set[Decimal]) -> bool:
 def facts(text: str) -> list[Fact]:
     """The checkable facts of a text, in order, without citation markers and list numbers."""
     text = LIST_MARKER.sub(" ", FILE_CITATION.sub(" ", CITATION.sub(" ", tidy(text))))
-    found: list[Fact] = []
-    for match in URL.finditer(text):
-        found.append(Fact("url", match.group().rstrip(".,;:!?")))
+    found = [Fact("url", match.group().rstrip(".,;:!?")) for match in URL.finditer(text)]
     text = URL.sub(" ", text)
-    for match in EMAIL.finditer(text):
-        found.append(Fact("email", match.group()))
+    found += [Fact("email", match.group()) for match in EMAIL.finditer(text)]
     text = EMAIL.sub(" ", text)
     found += [Fact("number", m.group().strip(" ,.")) for m in NUMBER.finditer(text)]
     found += [Fact("name", name) for name in names(text)]

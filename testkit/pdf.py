@@ -25,8 +25,7 @@ def pdf_bytes(pages: list[str]) -> bytes:
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     for index, text in enumerate(pages):
         lines = ["BT", "/F1 11 Tf", "14 TL", "72 760 Td"]
-        for line in text.splitlines() or [""]:
-            lines.append(f"({_escape(line)}) Tj T*")
+        lines += [f"({_escape(line)}) Tj T*" for line in text.splitlines() or [""]]
         lines.append("ET")
         stream = "\n".join(lines).encode("latin-1")
         content_id = page_ids[index] + 1
