@@ -41,7 +41,6 @@ import logging
 import multiprocessing
 import os
 import resource
-import shutil
 import statistics
 import sys
 import tempfile
@@ -58,7 +57,7 @@ ESSAY = CORPUS / "essays" / "paul_graham_essay.txt"
 QA = CORPUS / "qa" / "paul_graham.jsonl"
 sys.path.insert(0, str(ROOT))
 
-from common import models_cache, say  # noqa: E402
+from common import add_models_cache_flag, finish_with, goals_table, models_cache, say, verdict  # noqa: E402
 
 from rag.cli import offline_environment  # noqa: E402
 
@@ -284,22 +283,6 @@ def break_down(engine: Any, index: Any, question: str, out: Breakdown) -> None:
 # --- report --------------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
-    header = ("measure", "result", "goal", "")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
-    line = "  ".join("-" * w for w in widths)
-    print(line)
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    print(line)
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    print(line)
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -312,13 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="RAG_GGUF_THREADS (0: every core, the default)"
     )
-    parser.add_argument(
-        "--models-cache",
-        type=Path,
-        default=None,
-        help="models folder to share (the embedder's ONNX graph); default ./storage/models if it "
-        "exists",
-    )
+    add_models_cache_flag(parser)
     parser.add_argument(
         "--gguf", type=Path, default=None, help="bench RAG_LLM=gguf on this file instead"
     )
@@ -449,10 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if index is not None:
             index.close()
-        if args.keep:
-            say(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish_with(work, args.keep)
 
     load_end = os.getloadavg()
     peak = peak_rss_mb()
@@ -561,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ),
     ]
-    print_table(rows)
+    goals_table(rows)
     spread = max(direct_ttft) - min(direct_ttft)
     print(
         f"note: the direct TTFT alone spans {min(direct_ttft):.0f}-{max(direct_ttft):.0f} ms "

@@ -46,7 +46,7 @@ TUNED_ON = ("dev", "heldout")
 DOCUMENTS = ["menus", "jobs", "essays", "cv", "pdfs/good"]
 sys.path.insert(0, str(ROOT))
 
-from common import models_cache, say, table  # noqa: E402
+from common import add_models_cache_flag, models_cache, say, table  # noqa: E402
 
 from rag.cli import offline_environment  # noqa: E402
 
@@ -273,7 +273,7 @@ def main() -> None:
         "--sets", default="dev,heldout,fresh", help="comma-separated: dev, heldout, fresh"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip LlamaIndex's engine")
-    parser.add_argument("--models-cache", type=Path, default=None)
+    add_models_cache_flag(parser)
     parser.add_argument("--reports", type=Path, default=None, help="write per-question JSONL here")
     args = parser.parse_args()
 

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 sys.path.insert(0, str(ROOT))
 
-from common import say  # noqa: E402
+from common import say, verdict  # noqa: E402
 
 from rag.cli import offline_environment  # noqa: E402
 
@@ -171,10 +171,6 @@ def naive(path: Path, timeout_s: float) -> tuple[str, float, int, int | None, Ca
     if outcome != "ok":  # a naive loader keeps nothing of a file that raised half-way
         return outcome, caller.seconds, 0, peak, caller
     return f"{pages} pages", caller.seconds, pages, peak, caller
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main() -> int:

@@ -59,7 +59,6 @@ import json
 import math
 import random
 import re
-import shutil
 import sys
 import tempfile
 import textwrap
@@ -72,7 +71,7 @@ from urllib.parse import urlparse
 
 import httpx
 import socketio
-from common import models_cache, say
+from common import add_models_cache_flag, finish_with, goals_table, models_cache, say, verdict
 
 from testkit.app import LOCAL_HOSTS, ChatServer
 from testkit.chainlit import login, user_message
@@ -776,7 +775,7 @@ def soak_report(summary: dict[str, Any]) -> int:
         ]
     else:
         rows.append(("RSS", "not measured (--url, or no warm-up point)", "-", ""))
-    table(rows)
+    goals_table(rows)
     over_time = summary["rss_samples"]
     step = max(1, len(over_time) // 12)
     shown = over_time[::step] + ([over_time[-1]] if (len(over_time) - 1) % step else [])
@@ -788,23 +787,6 @@ def soak_report(summary: dict[str, Any]) -> int:
         print(f"  {message}")
     ok = not summary["errors"] and not summary["leaks"] and all(counts)
     return 0 if ok and (growth is None or growth <= GOAL_GROWTH_MB) else 1
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def table(rows: list[tuple[str, str, str, str]]) -> None:
-    header = ("measure", "result", "goal", "")
-    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(4)]
-    rule = "  ".join("-" * w for w in widths)
-    print(rule)
-    for row in [header, None, *rows]:
-        if row is None:
-            print(rule)
-            continue
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    print(rule)
 
 
 async def bench(args: argparse.Namespace, url: str, app: ChatServer | None, folder: Path) -> int:
@@ -856,13 +838,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=480.0, help="per chat, seconds (480)")
     parser.add_argument("--user", help="login name, when the app has RAG_AUTH_USERS")
     parser.add_argument("--password", default="", help="login password")
-    parser.add_argument(
-        "--models-cache",
-        type=Path,
-        default=None,
-        help="models folder to share (the embedder's ONNX graph); default ./storage/models if it "
-        "exists",
-    )
+    add_models_cache_flag(parser)
     parser.add_argument(
         "--duration",
         type=float,
@@ -912,10 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if app is not None:
             app.stop()
-        if args.keep:
-            say(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish_with(work, args.keep)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 sys.path.insert(0, str(ROOT))
 
-from common import say  # noqa: E402
+from common import finish_with, goals_table, say, verdict  # noqa: E402
 
 from rag.cli import offline_environment  # noqa: E402
 
@@ -334,10 +333,6 @@ def percentile(values: list[float], q: float) -> float:
 # --- report --------------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def print_table(r: Results) -> None:
     vs_raw = r.ours_cps / r.raw_tps if r.raw_tps else 0.0
     vs_llama = r.ours_cps / r.llama_cps if r.llama_cps else 0.0
@@ -382,16 +377,7 @@ def print_table(r: Results) -> None:
             verdict(r.search_p50_ms <= GOAL_SEARCH_P50_MS),
         ),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    header = ("measure", "result", "goal", "")
-    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    print(line)
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    print(line)
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    print(line)
+    goals_table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -453,10 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         results.query_embed_p50_ms = statistics.median(embed)
         results.search_mode = str(getattr(settings, "retrieval", "vector"))
     finally:
-        if args.keep:
-            say(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish_with(work, args.keep)
 
     words = [len(t.split()) for t in texts]
     print(

@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, models_cache, say, table
+from common import ROOT, add_models_cache_flag, models_cache, say, table
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 BEFORE = "338408b"  # the last commit with the sentence-transformers (torch) embedder
@@ -120,7 +120,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", default=BEFORE, help="git ref of the older tree")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--models-cache", type=Path, default=None)
+    add_models_cache_flag(parser)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rag-startup-"))
     before_tree = work / "before"
