@@ -12,7 +12,7 @@ from llama_index.core.schema import NodeWithScore
 
 from rag.loaders import document_title, tidy
 from rag.retrieve import to_source
-from rag.text import CYRILLIC, skeleton, stems_of, stopwords, tokenize
+from rag.text import CYRILLIC, SENTENCE_END, skeleton, stems_of, stopwords, tokenize
 from rag.verify import names
 
 # Units of a chunk: a logical line (menus, tables, lists, key: value) or a sentence of prose.
@@ -43,7 +43,6 @@ SPECIFIC_TYPES = frozenset(
     {"a salary", "a phone number", "an e-mail address", "a web address", "a strength"}
 )
 SPECIFIC_TYPE_BONUS = 0.08
-SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]*\s+(?=[\"“«(]?[A-ZА-ЯЁ0-9])")
 # A line of at most this many words, without a number, may name the item described below it.
 NAME_WORDS = 3
 # A line that plainly goes on in the next one (wrapped prose, an item name over two lines).

@@ -7,6 +7,12 @@ from functools import cache
 from typing import Any
 
 TOKEN = re.compile(r"\d+(?:[.,]\d+)*|\w+", re.UNICODE)
+# Where a sentence ends: . ! ? or … (and closing quotes or brackets), space, then a capital or digit.
+SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]*\s+(?=[\"“«(]?[A-ZА-ЯЁ0-9])")
+# A full stop that ends an abbreviation, not a sentence: "U.S.", "e.g.", "No. 7", "Dr. Smith".
+ABBREVIATION = re.compile(
+    r"(?:\b[A-Za-z]\.|\b(?:e\.g|i\.e|etc|vs|No|Nr|Mr|Mrs|Ms|Dr|St|Inc|Ltd|Co|approx|incl)\.)$"
+)
 CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from rag.loaders import tidy
-from rag.text import content_stems, skeleton, tokenize
+from rag.text import ABBREVIATION, content_stems, skeleton, tokenize
 
 # A number as printed: "3.50", "3,50", "33 000", "1,260", "2020"; groups of three after a space,
 # comma or dot may be thousands.
@@ -221,11 +221,6 @@ SENTENCE_BREAK = re.compile(
     r"(?<=[.!?…])[\"”»)]*(?:[ \t]*\[\d+(?:\s*[,;]\s*\d+)*\])?[ \t]+(?=[^\s\[])|\n+"
 )
 
-
-# A full stop that ends an abbreviation, not a sentence: "U.S.", "e.g.", "No. 7", "Dr. Smith".
-ABBREVIATION = re.compile(
-    r"(?:\b[A-Za-z]\.|\b(?:e\.g|i\.e|etc|vs|No|Nr|Mr|Mrs|Ms|Dr|St|Inc|Ltd|Co|approx|incl)\.)$"
-)
 
 
 def sentences(tokens: Iterable[str]) -> Iterator[tuple[str, bool]]:
