@@ -222,7 +222,6 @@ SENTENCE_BREAK = re.compile(
 )
 
 
-
 def sentences(tokens: Iterable[str]) -> Iterator[tuple[str, bool]]:
     """Complete sentences of a token stream as they form: (sentence with its trailing space,
     complete). The last piece is yielded with complete=False when the stream stopped mid-sentence."""
