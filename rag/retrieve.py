@@ -201,14 +201,14 @@ class KeywordIndex:
     def search(self, query: str, top_k: int, where: dict[str, Any] | None) -> list[NodeWithScore]:
         if self.engine is None:
             return []
-        query_tokens = tokenize(query) + cross_script_tokens(query, "latin")
-        tokens = [token for token in query_tokens if token in self.vocabulary]
+        words = tokenize(query)
+        tokens = [t for t in words + cross_script_tokens(query, "latin") if t in self.vocabulary]
         if not tokens:
             return []
         # Score everything, then filter: the corpus of one collection is small enough (10k chunks).
         limit = len(self.ids) if where else min(top_k, len(self.ids))
         documents, scores = self.engine.retrieve([tokens], k=limit, show_progress=False)
-        phrase = tokenize(query)
+        boost = phrase_boost(words)
         scored = []
         for position, score in zip(documents[0], scores[0], strict=True):
             if score <= 0:
@@ -217,7 +217,7 @@ class KeywordIndex:
             if where and not matches(metadata, where):
                 continue
             chunk = self.chunks[self.ids[position]]
-            scored.append((float(score) * phrase_boost(phrase, chunk.tokens), position))
+            scored.append((float(score) * boost(chunk.tokens), position))
             if len(scored) == top_k:
                 break
         scored.sort(key=lambda pair: pair[0], reverse=True)
@@ -234,26 +234,29 @@ class KeywordIndex:
         ]
 
 
-def phrase_boost(query: list[str], tokens: Sequence[str]) -> float:
-    """1 + the share of a question's content words that a chunk prints as one run, in the
-    question's order (stop words between them included); 1 for runs under PHRASE_WORDS words."""
+def phrase_boost(query: list[str]) -> Callable[[Sequence[str]], float]:
+    """A chunk's boost for the question `query` (its tokens): 1 + the squared share of its content
+    words that the chunk prints as one run, in the question's order (stop words between them
+    included); 1 for runs under PHRASE_WORDS words."""
     stop = stopwords()
     content = [token not in stop for token in query]
-    if sum(content) < PHRASE_WORDS:
-        return 1.0
+    total = sum(content)
     at: dict[str, list[int]] = {}
     for position, token in enumerate(query):
         at.setdefault(token, []).append(position)
-    best = 0
-    runs: dict[int, int] = {}  # query position a run ends at -> content words in the run
-    for token in tokens:
-        grown: dict[int, int] = {}
-        for position in at.get(token, ()):
-            grown[position] = runs.get(position - 1, 0) + content[position]
-        runs = grown
-        if runs:
-            best = max(best, max(runs.values()))
-    return 1.0 + (best / sum(content)) ** 2 if best >= PHRASE_WORDS else 1.0
+
+    def boost(tokens: Sequence[str]) -> float:
+        if total < PHRASE_WORDS:
+            return 1.0
+        best = 0
+        runs: dict[int, int] = {}  # query position a run ends at -> content words in the run
+        for token in tokens:
+            runs = {p: runs.get(p - 1, 0) + content[p] for p in at.get(token, ())}
+            if runs:
+                best = max(best, *runs.values())
+        return 1.0 + (best / total) ** 2 if best >= PHRASE_WORDS else 1.0
+
+    return boost
 
 
 def file_words(
