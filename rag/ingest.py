@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rag.config import Settings
 from rag.errors import ConfigError, FileRefused, StorageLocked
-from rag.loaders import LoadedFile, content_hash, document_title, is_supported, unsupported_reason
+from rag.loaders import LoadedFile, check_file, content_hash, document_title
 from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
 from rag.parsing import ParseWorker
 from rag.store import ChunkStore, ensure_room
@@ -257,10 +257,8 @@ class Indexer:
         report.seconds = time.monotonic() - started
         return report
 
-    def _open(self, source: SourceFile | None, worker: ParseWorker) -> Opened | None:
+    def _open(self, source: SourceFile, worker: ParseWorker) -> Opened:
         """Check, read and hash a file; a changed one is sent to the worker to parse."""
-        if source is None:
-            return None
         try:
             size, data = self._read(source)
         except FileRefused as refused:
@@ -276,20 +274,13 @@ class Indexer:
         return Opened(source, size=size, digest=digest, parsing=True)
 
     def _read(self, source: SourceFile) -> tuple[int, bytes]:
-        name = source.name
-        if not is_supported(source.path):
-            raise FileRefused(name, unsupported_reason(source.path.suffix.lower()))
+        name, limit_mb = source.name, self.settings.max_file_mb
         try:
             size = source.path.stat().st_size
         except OSError as error:
             raise FileRefused(name, f"cannot be read ({error.strerror})") from None
-        limit = self.settings.max_file_mb * 1024 * 1024
-        if size > limit:
-            raise FileRefused(
-                name,
-                f"the file is {size / 2**20:.1f} MB, over the limit of "
-                f"{self.settings.max_file_mb:g} MB (RAG_MAX_FILE_MB)",
-            )
+        limit = f"the limit of {limit_mb:g} MB (RAG_MAX_FILE_MB)"
+        check_file(name, size, int(limit_mb * 1024 * 1024), limit)
         try:
             return size, source.path.read_bytes()
         except OSError as error:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from rag.errors import FileRefused
+from rag.errors import FileRefused, FileTooLarge
 
 PDF_SUFFIXES = {".pdf"}
 TEXT_SUFFIXES = {".txt", ".text"}
@@ -123,6 +123,15 @@ def is_supported(path: Path) -> bool:
 def unsupported_reason(suffix: str) -> str:
     kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
     return f"unsupported file type {suffix or '(none)'}; supported: {kinds}"
+
+
+def check_file(name: str, size: int, max_bytes: int, limit: str) -> None:
+    """FileRefused unless a file of this name is of a type read here, FileTooLarge if it is over
+    `max_bytes`; `limit` names that limit ("the upload limit of 20 MB (RAG_UPLOAD_MAX_MB)")."""
+    if not is_supported(Path(name)):
+        raise FileRefused(name, unsupported_reason(Path(name).suffix.lower()))
+    if size > max_bytes:
+        raise FileTooLarge(name, f"the file is {size / 2**20:.1f} MB, over {limit}")
 
 
 def load_bytes(data: bytes, name: str) -> LoadedFile:

@@ -7,8 +7,7 @@ import hashlib
 from pathlib import Path
 
 from rag.config import Settings
-from rag.errors import FileRefused, FileTooLarge
-from rag.loaders import is_supported, unsupported_reason
+from rag.loaders import check_file
 
 
 def safe_name(name: str) -> str:
@@ -39,12 +38,7 @@ def too_many_files(count: int, settings: Settings) -> str:
 def check_upload(name: str, size: int, settings: Settings) -> None:
     """FileRefused unless a file of this (safe) name and size may be taken. Its content is
     judged when it is parsed, as every file's is."""
-    if not is_supported(Path(name)):
-        raise FileRefused(name, unsupported_reason(Path(name).suffix.lower()))
-    if size > upload_max_bytes(settings):
-        raise FileTooLarge(
-            name, f"the file is {size / 2**20:.1f} MB, over {upload_limit(settings)}"
-        )
+    check_file(name, size, upload_max_bytes(settings), upload_limit(settings))
 
 
 def keep(data: bytes, folder: Path, name: str) -> Path:
