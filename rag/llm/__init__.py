@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import pkgutil
 import sys
 from collections.abc import Callable
@@ -27,8 +26,6 @@ __all__ = [
     "describe_llm",
     "limit_output",
 ]
-
-logger = logging.getLogger(__name__)
 
 BACKENDS_PACKAGE = "rag.llm.backends"
 
@@ -120,25 +117,25 @@ def limit_output(llm: LLM, max_tokens: int) -> LLM:
     return owner[1].limit_output(llm, max_tokens) if owner else llm
 
 
-def _where(llm: LLM) -> str:
+def _named(llm: LLM) -> str:
+    """The LLM as messages about it name it: "ollama llama3.2 at http://host:11434"."""
     from rag.config import redact_url
 
     owner = _owner(llm)
     url = owner[1].server(llm) if owner else None
-    return f" at {redact_url(url)}" if url else ""
+    return f"{describe_llm(llm)} at {redact_url(url)}" if url else describe_llm(llm)
 
 
 def timed_out(llm: LLM) -> BackendError:
     return BackendError(
-        f"{describe_llm(llm)}{_where(llm)} did not answer in time; "
-        "try again or raise RAG_LLM_TIMEOUT_S"
+        f"{_named(llm)} did not answer in time; try again or raise RAG_LLM_TIMEOUT_S"
     )
 
 
 def unreachable(llm: LLM, exc: BaseException) -> BackendError:
     from rag.llm.http import reason
 
-    return BackendError(f"{describe_llm(llm)}{_where(llm)} is not reachable: {reason(exc)}")
+    return BackendError(f"{_named(llm)} is not reachable: {reason(exc)}")
 
 
 def as_backend_error(exc: BaseException, llm: LLM) -> RagError:
@@ -160,7 +157,7 @@ def as_backend_error(exc: BaseException, llm: LLM) -> RagError:
         return timed_out(llm)
     if isinstance(exc, httpx.TransportError | ConnectionError):
         return unreachable(llm, exc)
-    what = f"{describe_llm(llm)}{_where(llm)}"
+    what = _named(llm)
     status = getattr(exc, "status_code", None)
     if status in (401, 403):
         return BackendError(f"{what} refused the API key (HTTP {status})")

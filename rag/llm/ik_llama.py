@@ -59,7 +59,7 @@ MALLOC_ARENAS = 2
 
 @dataclass(frozen=True)
 class Decoding:
-    """How one answer is decoded (rag/llm.py sets it from its settings and constants).
+    """How one answer is decoded (rag/llm/in_process.py sets it from its settings and constants).
 
     repeat_penalty: transformers' repetition penalty, on the tokens the answer said only, not
         the prompt's: an answer should copy names and numbers from its passages. 1.0 is off.
