@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, add_models_cache_flag, models_cache, say, table
 
+from testkit.app import free_port
+
 CORPUS = ROOT.parent / "shared" / "corpus"
 BEFORE = "338408b"  # the last commit with the sentence-transformers (torch) embedder
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -44,12 +45,6 @@ TORCH_PROBE = (
     "import atexit, sys; atexit.register(lambda: sys.stderr.write("
     "'\\nTORCH=%s\\n' % ('torch' in sys.modules)))"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def cli(

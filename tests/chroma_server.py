@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from testkit.app import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -49,12 +50,6 @@ def chroma_executable() -> Path:
     if found is None:
         raise RuntimeError("no `chroma` executable next to the interpreter or on PATH")
     return Path(found)
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _log_tail(log: Path, lines: int = 30) -> str:

@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import ROOT, Podman, free_port
+from testkit.app import free_port
+
+from .conftest import ROOT, Podman
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(3600)]
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import PREFIX, Podman, free_port
+from testkit.app import free_port
+
+from .conftest import PREFIX, Podman
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(3600)]
 

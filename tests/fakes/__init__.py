@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+from testkit.app import free_port
 
-def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (connecting to it is refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# A port on 127.0.0.1 that nothing listens on (connecting to it is refused).
+unused_port = free_port
 
 
 class FakeHandler(BaseHTTPRequestHandler):
