@@ -10,103 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import chainlit as cl
-from chainlit.auth import authenticate_user, reuseable_oauth
-from chainlit.config import config as chainlit_config
 from chainlit.data import get_data_layer
 from chainlit.input_widget import Slider
-from chainlit.server import app as server_app
-from fastapi import HTTPException, Request
 
-from rag.api import credentials, install_api
-from rag.auth import (
-    LoginLimitMiddleware,
-    Logins,
-    LoginThrottled,
-    SessionGuard,
-    client_address,
-    user_store,
-)
-from rag.chat import ChatService, ChatSession, history_from_turns
-from rag.cli import offline_environment
-from rag.config import load_settings
-from rag.elements import LocalFileStore
+from rag.chat import ChatSession, describe_search, history_from_turns
 from rag.errors import RagError
-from rag.evidence import Findings
-from rag.logs import internal_error_line, log_to_file
+from rag.logs import internal_error_line
 from rag.retrieve import Source
+from rag.server import wire_chat_server
 from rag.streaming import AnswerStream
-from rag.threads import ThreadStore, thread_database
-from rag.uploads import too_many_files, upload_limit, upload_max_bytes
-from rag.web import UploadLimitMiddleware, install_routes
+from rag.threads import ThreadStore
+from rag.uploads import too_many_files
 
 logger = logging.getLogger("rag.app")
-offline_environment()
-try:
-    settings = load_settings()
-    users = user_store(settings)
-except RagError as error:  # a setting that does not parse stops the start, in one line
-    raise SystemExit(f"rag: error: {error}") from None
-log_to_file(settings.storage_dir)
-service = ChatService(settings)
-logins = Logins(users)
-
-
-async def session_user(request: Request) -> str | None:
-    """Who a request's chat session (cookie or token) belongs to, if it is valid."""
-    token = await reuseable_oauth(request)
-    if not token:
-        return None
-    try:
-        user = await authenticate_user(token)
-    except HTTPException:
-        return None
-    return user.identifier
-
-
-async def may_see_details(request: Request) -> bool:
-    """With logins on: a chat session, or the API's login (`Authorization: Bearer user:pw`)."""
-    if not users.enabled or await session_user(request):
-        return True
-    login = credentials(request.headers.get("authorization", ""))
-    try:
-        return login is not None and await logins.check(*login, client_address(request.scope))
-    except LoginThrottled:
-        return False
-
-
-async def may_read_element(request: Request, key: str) -> int:
-    """A stored element (an attachment, a cited PDF) is for the owner of its thread only: 200,
-    401 without a login, 404 for anyone else (see LocalFileStore.install)."""
-    if not users.enabled:
-        return 200  # one local user owns everything
-    user = await session_user(request)
-    if not user:
-        return 401
-    layer = get_data_layer()
-    owner = await layer.element_owner(key) if isinstance(layer, ThreadStore) else None
-    return 200 if user == owner else 404
-
-
-install_routes(server_app, service.health, may_see_details)
-root_path = chainlit_config.run.root_path
-install_api(server_app, service, logins, prefix=root_path)
-if users.enabled:
-    # A session of a user no longer in RAG_AUTH_USERS ends; the API checks its login each time.
-    server_app.add_middleware(SessionGuard, users=users, skip_prefixes=(f"{root_path}/v1",))
-    server_app.add_middleware(
-        LoginLimitMiddleware, path=f"{root_path}/login", failures=logins.failures
-    )
-uploads = chainlit_config.features.spontaneous_file_upload
-if uploads is not None:  # the browser enforces what the settings allow
-    uploads.max_size_mb = int(settings.upload_max_mb) or 1
-    uploads.max_files = settings.upload_max_files
-# ...and the server refuses a bigger upload before reading it (multipart framing on top).
-server_app.add_middleware(
-    UploadLimitMiddleware,
-    path_suffix="/project/file",
-    max_bytes=upload_max_bytes(settings) + 64 * 1024,
-    limit_text=upload_limit(settings),
-)
+server = wire_chat_server()  # Chainlit's server takes its routes and middleware before it starts
+settings, service, users = server.settings, server.service, server.users
 
 
 @cl.on_app_startup
@@ -159,15 +77,9 @@ else:
         return cl.User(identifier="local")
 
 
-element_store = LocalFileStore(
-    settings.storage_dir / "elements", int(settings.elements_max_mb * 2**20)
-)
-element_store.install(server_app, may_read_element)
-
-
 @cl.data_layer
-def data_layer() -> Any:
-    return ThreadStore(conninfo=thread_database(settings), storage_provider=element_store)
+def data_layer() -> ThreadStore:
+    return server.data_layer()
 
 
 async def send_settings(session: ChatSession) -> None:
@@ -312,26 +224,6 @@ async def answer(session: ChatSession, question: str) -> None:
         label = "Closest passages" if result.refused else "Sources"
         await reply.stream_token(f"\n\n**{label}:** {names}")
     await reply.send()
-
-
-def describe_search(findings: Findings) -> str:
-    """The Search step: what was searched, and the evidence found (or why nothing answers)."""
-    lines = [f"Searched for: {findings.question}", ""]
-    if findings.answerable:
-        lines.append(f"Evidence (confidence {findings.confidence:.2f}):")
-        spans = findings.evidence
-    else:
-        lines.append(f"Nothing answers it ({findings.reason}). Closest passages:")
-        spans = findings.closest
-    lines += [
-        f"{n}. “{e.display()}” ({e.citation()}, score {e.score:.3f})"
-        for n, e in enumerate(spans, 1)
-    ]
-    return (
-        "\n".join(lines)
-        if spans
-        else f"Searched for: {findings.question}\n\nNothing relevant found."
-    )
 
 
 def citations(session: ChatSession, sources: list[Source]) -> list[Any]:

@@ -20,6 +20,7 @@ from rag.bounded import BoundedFolder
 from rag.config import Settings
 from rag.engine import Answer, ChatEngine
 from rag.errors import FileRefused, RagError
+from rag.evidence import Findings
 from rag.excerpt import page_excerpt
 from rag.index import Index
 from rag.ingest import IngestReport, Progress
@@ -326,3 +327,23 @@ def history_from_turns(turns: list[tuple[str, str]]) -> list[ChatMessage]:
     """(role, text) pairs of a saved thread -> chat messages for the memory."""
     roles = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT}
     return [ChatMessage(role=roles[r], content=t) for r, t in turns if r in roles and t.strip()]
+
+
+def describe_search(findings: Findings) -> str:
+    """The Search step: what was searched, and the evidence found (or why nothing answers)."""
+    lines = [f"Searched for: {findings.question}", ""]
+    if findings.answerable:
+        lines.append(f"Evidence (confidence {findings.confidence:.2f}):")
+        spans = findings.evidence
+    else:
+        lines.append(f"Nothing answers it ({findings.reason}). Closest passages:")
+        spans = findings.closest
+    lines += [
+        f"{n}. “{e.display()}” ({e.citation()}, score {e.score:.3f})"
+        for n, e in enumerate(spans, 1)
+    ]
+    return (
+        "\n".join(lines)
+        if spans
+        else f"Searched for: {findings.question}\n\nNothing relevant found."
+    )
