@@ -87,11 +87,20 @@ def sniff(data: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class Page:
-    """One unit of text from a file: a PDF page (1-based `page`) or a whole text file (`page` None)."""
+    """One unit of text from a file: a PDF page or a slide (1-based `page`), a sheet, a section of
+    a document, or a whole text file (`page` None).
+
+    `location` is what a citation says instead of "page N" ("slide 3", "page 2 (OCR)", "sheet
+    Prices"). `marks` name places inside the text: (offset into `text`, label), ascending, e.g. a
+    row ("sheet Prices, row 7") or a heading ("section Benefits"); a span is cited by the last mark
+    at or before its start.
+    """
 
     text: str
     page: int | None = None
     page_label: str | None = None
+    location: str | None = None
+    marks: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass
