@@ -114,6 +114,8 @@ def fence(documents: Sequence[tuple[Source, list[Evidence]]]) -> str:
         text = "\n".join(" ".join(span.quote.split()) for span in spans)
         text = text.replace("<document", "‹document").replace("</document", "‹/document")
         page = f' page="{source.page}"' if source.page is not None else ""
+        if source.location:
+            page += f' location="{attribute(source.location)}"'
         blocks.append(
             f'<document n="{number}" file="{attribute(source.file)}"{page}>\n{text}\n</document>'
         )
@@ -141,6 +143,7 @@ def by_page(evidence: Sequence[Evidence]) -> list[tuple[Source, list[Evidence]]]
             file_id=best.file_id,
             quote=best.quote,
             span=best.span,
+            location=best.location,
         )
         documents.append((source, sorted(spans, key=lambda e: e.span or (0, 0))))
     return documents

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from llama_index.core.schema import NodeWithScore
 
 from rag.loaders import document_title, tidy
-from rag.retrieve import to_source
+from rag.retrieve import cite, locate, to_source
 from rag.text import CYRILLIC, SENTENCE_END, skeleton, stems_of, stopwords, tokenize
 from rag.verify import names
 
@@ -196,9 +196,10 @@ class Evidence:
     chunk_text: str = field(default="", repr=False, compare=False)
     typed: bool = True  # it holds the kind of fact the question asks for (if it asks for one)
     terms: frozenset[str] = frozenset()  # the question's words it holds (stems)
+    location: str | None = None  # instead of "page N": a slide, a sheet's row, a section
 
     def citation(self) -> str:
-        return f"{self.file}, page {self.page}" if self.page is not None else self.file
+        return cite(self.file, self.page, self.location)
 
     def display(self) -> str:
         """The quote on one line, as shown to a user."""
@@ -1036,4 +1037,5 @@ def _evidence(candidate: _Candidate) -> Evidence:
         chunk_text=source.text,
         typed=candidate.typed,
         terms=frozenset(candidate.own & {t.stem for t in candidate.subject}),
+        location=locate(candidate.hit.node.metadata, span[0]) if span else source.location,
     )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 from rag.config import Settings
@@ -83,6 +85,25 @@ class IngestReport:
         return not self.failed
 
 
+# Files a folder sync leaves alone: temporary files of editors and downloads, which become (or
+# came from) a real file under another name.
+TEMP_SUFFIXES = frozenset(
+    {".swp", ".swo", ".swx", ".tmp", ".temp", ".part", ".partial", ".crdownload", ".download"}
+)
+
+
+def skipped(relative: PurePath) -> bool:
+    """Whether a folder sync skips this path (relative to its folder): hidden (a dot file or in a
+    dot folder) or temporary (an editor's swap or backup file, a download not finished)."""
+    name = relative.name
+    return (
+        any(part.startswith(".") for part in relative.parts)
+        or relative.suffix.lower() in TEMP_SUFFIXES
+        or name.endswith("~")
+        or name.startswith(("~$", "#"))  # an office lock file, an Emacs autosave
+    )
+
+
 def find_sources(paths: list[Path]) -> tuple[list[SourceFile], list[Path]]:
     """Expand files and folders into source files; also return the folders (to sync deletions)."""
     sources: list[SourceFile] = []
@@ -93,7 +114,7 @@ def find_sources(paths: list[Path]) -> tuple[list[SourceFile], list[Path]]:
             folders.append(root)
             for file in sorted(root.rglob("*")):
                 relative = file.relative_to(root)
-                if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+                if file.is_file() and not skipped(relative):
                     sources.append(SourceFile(file, root, relative.as_posix()))
         elif path.is_file():
             sources.append(SourceFile(path.resolve(), path.resolve().parent, path.name))
@@ -180,6 +201,14 @@ class Indexer:
             chunk_overlap=settings.chunk_overlap,
             # Text that is not cut into sentences (a menu, a table, a list) is cut at line ends,
             # never inside a line: an item and its price stay in one chunk.
+            secondary_chunking_regex=LINES,
+        )
+        # Pages whose lines are units (table rows): cut at line ends first, sentences only
+        # inside a line too long for a chunk.
+        self.line_splitter = SentenceSplitter(
+            chunk_size=settings.chunk_size,
+            chunk_overlap=settings.chunk_overlap,
+            chunking_tokenizer_fn=lines_then_sentences(),
             secondary_chunking_regex=LINES,
         )
 
@@ -358,7 +387,8 @@ class Indexer:
         nodes: list[TextNode] = []
         for page in loaded.pages:
             cursor = 0
-            for text in self.splitter.split_text(page.text):
+            splitter = self.line_splitter if page.cut_at_lines else self.splitter
+            for text in splitter.split_text(page.text):
                 # Where the chunk starts in the page text: evidence spans are offsets into the page.
                 start = page.text.find(text, cursor)
                 if start >= 0:
@@ -374,6 +404,10 @@ class Indexer:
                 if page.page is not None:
                     metadata["page"] = page.page
                     metadata["page_label"] = page.page_label or str(page.page)
+                if page.location:
+                    metadata["location"] = page.location
+                if page.marks and start >= 0:
+                    metadata["marks"] = chunk_marks(page.marks, start, start + len(text))
                 node = TextNode(
                     id_=f"{source.doc_id}-{digest[:16]}-{len(nodes):05d}",
                     text=text,
@@ -385,6 +419,7 @@ class Indexer:
                         "chunk",
                         "chat_id",
                         "start_char",
+                        "marks",
                     ],
                     # LlamaIndex's own notion of "which document": lets its stores delete by file too.
                     relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=source.doc_id)},
@@ -394,6 +429,29 @@ class Indexer:
 
     def remove(self, doc_id: str) -> None:
         remove_file(self.store, self.manifest, doc_id)
+
+
+def lines_then_sentences() -> Callable[[str], list[str]]:
+    """A splitter's sentence function that cuts text at line ends (each line keeps its break),
+    and one line into sentences: the splitter comes back to a line only when it is too long for
+    a chunk."""
+    from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
+
+    sentences = split_by_sentence_tokenizer()
+
+    def split(text: str) -> list[str]:
+        lines = re.findall(LINES, text)
+        return lines if len(lines) > 1 else sentences(text)
+
+    return split
+
+
+def chunk_marks(marks: tuple[tuple[int, str], ...], start: int, end: int) -> str:
+    """The marks a chunk of [start, end) of its page needs, as JSON for the store's flat metadata:
+    the last one before it (the section it starts in) and those inside it."""
+    before = [mark for mark in marks if mark[0] <= start][-1:]
+    inside = [mark for mark in marks if start < mark[0] < end]
+    return json.dumps([list(mark) for mark in before + inside], ensure_ascii=False)
 
 
 def embed_text(node: TextNode) -> str:

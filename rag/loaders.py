@@ -11,7 +11,6 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,32 @@ from typing import Any
 import yaml
 
 from rag.errors import FileRefused, FileTooLarge
+from rag.tables import Table
 
 PDF_SUFFIXES = {".pdf"}
 TEXT_SUFFIXES = {".txt", ".text"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 JSON_SUFFIXES = {".json"}
-SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES | JSON_SUFFIXES
+CSV_SUFFIXES = {".csv", ".tsv"}
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+# Office files by suffix: what their content must be (as `sniff` names it).
+OFFICE_KINDS = {
+    ".docx": "a Word document (DOCX)",
+    ".pptx": "a PowerPoint presentation (PPTX)",
+    ".xlsx": "an Excel workbook (XLSX)",
+    ".xlsm": "an Excel workbook (XLSX)",
+}
+SUPPORTED_SUFFIXES = (
+    PDF_SUFFIXES
+    | TEXT_SUFFIXES
+    | MARKDOWN_SUFFIXES
+    | JSON_SUFFIXES
+    | CSV_SUFFIXES
+    | HTML_SUFFIXES
+    | set(OFFICE_KINDS)
+)
+# A CSV line longer than this is not a table row (a one-line dump, a binary file): refused.
+MAX_CSV_LINE_CHARS = 2**20
 
 # A PDF page with fewer letters than this across the whole file is almost surely a scan.
 MIN_TEXT_CHARS = 20
@@ -71,7 +90,18 @@ ZIP_KINDS = (
     (b"mimetypeapplication/vnd.oasis.opendocument", "an OpenDocument file"),
 )
 # What a name's type promises, for "the file is a PNG image, not text".
-EXPECTED_KIND = {".md": "Markdown", ".markdown": "Markdown", ".json": "JSON"}
+EXPECTED_KIND = {
+    ".md": "Markdown",
+    ".markdown": "Markdown",
+    ".json": "JSON",
+    ".csv": "CSV",
+    ".tsv": "TSV",
+    ".html": "HTML",
+    ".htm": "HTML",
+    ".xhtml": "HTML",
+}
+# A file of a type read here, under another type's name: the suffix it needs.
+RENAME_TO = {"a PDF document": ".pdf"} | {kind: suffix for suffix, kind in OFFICE_KINDS.items()}
 
 
 def sniff(data: bytes) -> str | None:
@@ -101,6 +131,51 @@ class Page:
     page_label: str | None = None
     location: str | None = None
     marks: tuple[tuple[int, str], ...] = ()
+    # Its lines are units (table rows): a chunk ends only at a line end, never inside a row.
+    cut_at_lines: bool = False
+
+
+class PageText:
+    """Builds a page's text line by line, naming places in it (marks) at exact offsets.
+
+    Each line is tidied on its own, so offsets stay true: `tidy` on the whole text would move them.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.length = 0
+        self.marks: list[tuple[int, str]] = []
+        self.gap = ""  # what goes before the next line: nothing, a line break or a blank line
+
+    def mark(self, label: str) -> None:
+        """Name the place where the next line starts."""
+        offset = self.length + len(self.gap)
+        if self.marks and self.marks[-1][0] == offset:
+            self.marks[-1] = (offset, label)  # nothing written under the previous mark
+        else:
+            self.marks.append((offset, label))
+
+    def line(self, text: str) -> None:
+        for piece in text.splitlines():
+            piece = tidy(piece)
+            if piece:
+                self.parts += [self.gap, piece]
+                self.length += len(self.gap) + len(piece)
+                self.gap = "\n"
+
+    def paragraph(self) -> None:
+        """A blank line before the next line (between paragraphs, around a table)."""
+        if self.parts:
+            self.gap = "\n\n"
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def page(self, **fields: Any) -> Page:
+        text = self.text
+        marks = tuple((offset, label) for offset, label in self.marks if offset < len(text))
+        return Page(text=text, marks=marks, **fields)
 
 
 @dataclass
@@ -152,18 +227,85 @@ def load_bytes(data: bytes, name: str) -> LoadedFile:
         raise FileRefused(name, "the file is empty (0 bytes)")
     if suffix in PDF_SUFFIXES:
         return _load_pdf(data, name)
-    kind = sniff(data)
-    if kind is not None:  # judged by content, not by name: a renamed image or program stays out
-        advice = "rename it to .pdf" if kind == "a PDF document" else "it cannot be indexed as text"
+    kind = sniff(data)  # judged by content, not by name: a renamed image or program stays out
+    if suffix in OFFICE_KINDS:
+        return _load_office(data, name, suffix, kind)
+    if kind is not None:
         raise FileRefused(
-            name, f"the file is {kind}, not {EXPECTED_KIND.get(suffix, 'text')}; {advice}"
+            name, f"the file is {kind}, not {EXPECTED_KIND.get(suffix, 'text')}; {_advice(kind)}"
         )
     text = _decode_text(data, name)
     if suffix in MARKDOWN_SUFFIXES:
         return _load_markdown(text, name)
     if suffix in JSON_SUFFIXES:
         return _load_json(text, name)
+    if suffix in CSV_SUFFIXES:
+        return _load_csv(text, name, delimiter="\t" if suffix == ".tsv" else None)
+    if suffix in HTML_SUFFIXES:
+        return _loaded_page(read_html(text), name)
     return _single_page(text, name)
+
+
+def _advice(kind: str) -> str:
+    rename = RENAME_TO.get(kind)
+    return f"rename it to {rename}" if rename else "it cannot be indexed as text"
+
+
+def _load_office(data: bytes, name: str, suffix: str, kind: str | None) -> LoadedFile:
+    from rag import office
+
+    expected = OFFICE_KINDS[suffix]
+    if kind == "a ZIP archive" and data[:2] == b"PK":
+        kind = None  # a ZIP without the parts' names in view: let the reader judge it
+    if kind is not None and kind != expected:
+        if kind.startswith("an old Office document"):
+            advice = f"save it as {suffix} (File > Save As) and add that file"
+        else:
+            advice = _advice(kind)
+        raise FileRefused(name, f"the file is {kind}, not {expected}; {advice}")
+    if kind is None and data[:2] != b"PK":
+        raise FileRefused(name, f"the file is not {expected}: it is not a ZIP-based Office file")
+    loader = {".docx": office.load_docx, ".pptx": office.load_pptx}.get(suffix, office.load_xlsx)
+    return loader(data, name)
+
+
+def _loaded_page(page: Page, name: str) -> LoadedFile:
+    if not page.text:
+        raise FileRefused(name, "the file has no text")
+    return LoadedFile(pages=[page])
+
+
+def _load_csv(text: str, name: str, delimiter: str | None) -> LoadedFile:
+    """One line per row, each cell under its column's header; each row cited by its number."""
+    import csv
+
+    for number, line in enumerate(text.splitlines(), 1):
+        if len(line) > MAX_CSV_LINE_CHARS:
+            raise FileRefused(
+                name,
+                f"line {number} is {len(line) / 2**20:.1f} MB long, over the "
+                f"{MAX_CSV_LINE_CHARS // 2**20} MB a table row may be: it is not a table",
+            )
+    if delimiter is None:
+        try:
+            delimiter = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|").delimiter
+        except csv.Error:
+            delimiter = ","  # one column, or too irregular to tell: the usual comma
+    csv.field_size_limit(MAX_CSV_LINE_CHARS)
+    table = Table()
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    try:
+        for cells in reader:
+            table.add(reader.line_num, cells)
+    except csv.Error as error:
+        raise FileRefused(
+            name, f"the CSV is malformed at line {reader.line_num} ({error})"
+        ) from None
+    builder = PageText()
+    for number, line in table.lines:
+        builder.mark(f"row {number}")
+        builder.line(line)
+    return _loaded_page(builder.page(cut_at_lines=True), name)
 
 
 def _single_page(text: str, name: str, **metadata: Any) -> LoadedFile:
@@ -374,45 +516,108 @@ def _flatten(value: Any, key: str, lines: list[str], name: str, depth: int) -> N
         lines.append(f"{key}: {text}" if key else text)
 
 
-class _TextExtractor(HTMLParser):
-    """Collects the visible text of an HTML fragment, with line breaks at block elements."""
+class _HtmlReader(HTMLParser):
+    """The visible text of HTML: a line per block, headings marked, tables as rows with headers."""
 
     BLOCKS = frozenset(
-        {"p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "hr"}
-        | {f"h{level}" for level in range(1, 7)}
+        {"p", "div", "br", "li", "ul", "ol", "table", "section", "article", "hr", "blockquote"}
+        | {"pre", "dl", "dt", "dd", "figure", "figcaption", "header", "footer", "main", "nav"}
     )
-    HIDDEN = frozenset({"script", "style", "head", "title", "noscript", "template"})
+    HEADINGS = frozenset(f"h{level}" for level in range(1, 7))
+    HIDDEN = frozenset({"script", "style", "head", "title", "noscript", "template", "svg"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
+        self.out = PageText()
+        self.buffer: list[str] = []
         self.hidden_depth = 0
+        self.tables: list[Table] = []  # open tables, innermost last
+        self.row: list[str] | None = None
+        self.cell: list[str] | None = None
+        self.rows = 0
+        self.header_cells = True  # the row so far has only <th> cells
+        self.nested = 0  # tables inside a cell: read as the cell's text
+        self.has_table = False
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.out.line(" ".join("".join(self.buffer).split()))
+            self.buffer = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self.HIDDEN:
             self.hidden_depth += 1
+        elif self.cell is not None:  # inside a cell everything is one line
+            self.nested += tag == "table"
+            self.cell.append(" ")
+        elif tag == "table":
+            self.flush()
+            self.tables.append(Table())
+        elif tag == "tr" and self.tables:
+            self.row = []
+            self.header_cells = True
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell = []
+            self.header_cells = self.header_cells and tag == "th"
+        elif tag in self.HEADINGS:
+            self.flush()
+            self.out.paragraph()
         elif tag == "li":
-            self.parts.append("\n- ")
+            self.flush()
+            self.buffer.append("- ")
         elif tag in self.BLOCKS:
-            self.parts.append("\n")
+            self.flush()
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self.HIDDEN:
             self.hidden_depth = max(0, self.hidden_depth - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
+        elif self.nested:
+            self.nested -= tag == "table"
+            if self.cell is not None:
+                self.cell.append(" ")
+        elif tag in ("td", "th") and self.cell is not None and self.row is not None:
+            self.row.append(" ".join("".join(self.cell).split()))
+            self.cell = None
+        elif tag == "tr" and self.row is not None and self.tables:
+            self.rows += 1
+            self.tables[-1].add(self.rows, self.row, header=self.header_cells or None)
+            self.row = None
+        elif tag == "table" and self.tables:
+            table = self.tables.pop()
+            self.out.paragraph()
+            for _, line in table.lines:
+                self.out.line(line)
+            self.out.paragraph()
+            self.has_table = self.has_table or bool(table.lines)
+        elif tag in self.HEADINGS:
+            heading = " ".join("".join(self.buffer).split())
+            if heading:
+                self.out.mark(f"section “{heading}”")
+            self.flush()
+        elif tag in self.BLOCKS and self.cell is None:
+            self.flush()
 
     def handle_data(self, data: str) -> None:
-        if not self.hidden_depth:
-            self.parts.append(data)
+        if self.hidden_depth:
+            return
+        (self.cell if self.cell is not None else self.buffer).append(data)
+
+    def page(self) -> Page:
+        self.close()
+        self.flush()
+        return self.out.page(cut_at_lines=self.has_table)
+
+
+def read_html(markup: str) -> Page:
+    """The visible text of HTML as one page: sections marked by their headings, tables as rows."""
+    reader = _HtmlReader()
+    reader.feed(markup)
+    return reader.page()
 
 
 def html_to_text(markup: str) -> str:
-    """Visible text of HTML (or Markdown with raw HTML in it); entities decoded."""
-    parser = _TextExtractor()
-    parser.feed(markup)
-    parser.close()
-    return unescape("".join(parser.parts))
+    """Visible text of HTML (or Markdown with raw HTML in it)."""
+    return read_html(markup).text
 
 
 def tidy(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import threading
@@ -45,6 +46,8 @@ class Source:
     # Set on an answer's sources: the quoted span and its [start, end) in the stored page text.
     quote: str | None = None
     span: tuple[int, int] | None = None
+    # What the citation says instead of "page N": "slide 3", "sheet “Beers”, row 7", a section.
+    location: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md contract: file, page, score, text; an answer's sources add quote and span."""
@@ -57,10 +60,31 @@ class Source:
         if self.quote is not None:
             data["quote"] = self.quote
             data["span"] = list(self.span) if self.span else None
+        if self.location:
+            data["location"] = self.location
         return data
 
     def citation(self) -> str:
-        return f"{self.file}, page {self.page}" if self.page is not None else self.file
+        return cite(self.file, self.page, self.location)
+
+
+def cite(file: str, page: int | None, location: str | None) -> str:
+    """'menu.pdf, page 2', 'prices.xlsx, sheet “Beers”, row 7', or the file alone."""
+    if location:
+        return f"{file}, {location}"
+    return f"{file}, page {page}" if page is not None else file
+
+
+def locate(metadata: dict[str, Any], offset: int | None) -> str | None:
+    """Where `offset` of a chunk's page is: the last of the chunk's marks at or before it (a row, a
+    section), else its page's location; None when the page number says it all."""
+    if offset is not None and metadata.get("marks"):
+        marks = json.loads(str(metadata["marks"]))
+        before = [label for start, label in marks if start <= offset]
+        if before:
+            return str(before[-1])
+    location = metadata.get("location")
+    return str(location) if location else None
 
 
 def to_source(hit: NodeWithScore) -> Source:
@@ -72,7 +96,13 @@ def to_source(hit: NodeWithScore) -> Source:
         score=round(float(hit.score or 0.0), 4),
         text=hit.node.get_content(),
         file_id=str(metadata.get("file_id", "")),
+        location=locate(metadata, _start(metadata)),
     )
+
+
+def _start(metadata: dict[str, Any]) -> int | None:
+    start = metadata.get("start_char")
+    return start if isinstance(start, int) and start >= 0 else None
 
 
 # --- keyword search -----------------------------------------------------------------------------------

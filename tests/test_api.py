@@ -461,10 +461,10 @@ def test_refused_documents_say_why(server: str, service: ChatService, corpus: Pa
     assert response.status_code == 422
     message = response.json()["error"]["message"]
     assert message.startswith("locked.pdf: ") and "password" in message
-    response = upload(server, "report.docx", b"PK\x03\x04")
+    response = upload(server, "report.odt", b"PK\x03\x04")
     assert response.status_code == 422
     assert response.json()["error"]["message"].startswith(
-        "report.docx: unsupported file type .docx"
+        "report.odt: unsupported file type .odt"
     )
     empty = upload(server, "empty.txt", b"")
     assert empty.status_code == 422 and "empty" in empty.json()["error"]["message"]

@@ -74,7 +74,7 @@ def test_a_refused_attachment_gives_the_reason(
     assert result.message.startswith("locked.pdf: ") and "password" in result.message
     unsupported = tmp_path / "x.tmp"
     unsupported.write_bytes(b"PK\x03\x04")
-    assert "unsupported file type .docx" in session.attach(unsupported, "report.docx").message
+    assert "unsupported file type .odt" in session.attach(unsupported, "report.odt").message
 
 
 def test_upload_size_limit(service: ChatService, tmp_path: Path) -> None:

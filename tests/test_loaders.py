@@ -113,7 +113,8 @@ def test_text_in_a_legacy_encoding_is_decoded(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [
-        ("report.docx", b"PK\x03\x04", "unsupported file type .docx"),
+        ("report.odt", b"PK\x03\x04", "unsupported file type .odt"),
+        ("report.docx", b"PK\x03\x04", "damaged or cut short"),
         ("empty.txt", b"", "empty"),
         ("binary.txt", b"\x00\x01\x02abc", "binary"),
         ("fake.pdf", b"just some words", "not a PDF"),
