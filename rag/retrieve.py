@@ -16,6 +16,7 @@ from llama_index.core.schema import NodeWithScore, TextNode
 
 from rag.loaders import document_title, tidy
 from rag.store import ChunkStore
+from rag.tables import head_before_rows
 from rag.text import cross_script_tokens, stopwords, tokenize
 
 Mode = Literal["hybrid", "vector", "bm25"]
@@ -132,7 +133,7 @@ class KeywordChunk:
         tokens = tuple(map(sys.intern, tokenize(seen) + cross_script_tokens(seen, "cyrillic")))
         head = None
         if metadata.get("chunk") == 0:
-            start = text[:HEAD_CHARS]
+            start = head_before_rows(text[:HEAD_CHARS])
             head = frozenset(tokenize(start) + cross_script_tokens(start, "cyrillic"))
         return cls(chunk_id, text, metadata, file, tokens, head)
 

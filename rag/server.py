@@ -22,7 +22,7 @@ from rag.elements import LocalFileStore
 from rag.errors import RagError
 from rag.logs import log_to_file
 from rag.threads import ThreadStore, thread_database
-from rag.uploads import upload_limit, upload_max_bytes
+from rag.uploads import accepted_types, upload_limit, upload_max_bytes
 from rag.web import UploadLimitMiddleware, install_routes
 
 # Multipart framing around an uploaded file: the byte limit allows for it.
@@ -118,6 +118,7 @@ def wire_chat_server() -> ChatServer:
     if uploads is not None:  # the browser enforces what the settings allow
         uploads.max_size_mb = int(settings.upload_max_mb) or 1
         uploads.max_files = settings.upload_max_files
+        uploads.accept = accepted_types()
     # ...and the server refuses a bigger upload before reading it.
     app.add_middleware(
         UploadLimitMiddleware,

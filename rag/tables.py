@@ -60,6 +60,16 @@ class Table:
         self.lines.append((number, row_line(cells, self.header)))
 
 
+def head_before_rows(text: str) -> str:
+    """The part of `text` before its first table row: a table's rows are not its title."""
+    end = len(text)
+    for line in text.splitlines(keepends=True):
+        if CELL_SEPARATOR in line:
+            return text[: len(text) - end]
+        end -= len(line)
+    return text
+
+
 def row_line(cells: Sequence[str], header: Sequence[str] | None) -> str:
     """'Product: Duvel | Price: 3.50' with a header, 'Duvel | 3.50' without."""
     parts = []

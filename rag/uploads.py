@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 from rag.config import Settings
-from rag.loaders import check_file
+from rag.loaders import SUPPORTED_SUFFIXES, check_file
 
 
 def safe_name(name: str) -> str:
@@ -15,6 +15,19 @@ def safe_name(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
     cleaned = "".join(ch for ch in base if ch.isprintable())[:120]
     return cleaned or "upload"
+
+
+def accepted_types() -> dict[str, list[str]]:
+    """What the browser's file picker offers: each MIME type with its suffixes, and every suffix
+    under application/octet-stream, as browsers send that for types they do not know."""
+    import mimetypes
+
+    by_type: dict[str, list[str]] = {}
+    for suffix in sorted(SUPPORTED_SUFFIXES):
+        mime = mimetypes.guess_type(f"file{suffix}")[0] or "application/octet-stream"
+        by_type.setdefault(mime, []).append(suffix)
+    by_type["application/octet-stream"] = sorted(SUPPORTED_SUFFIXES)
+    return by_type
 
 
 def upload_limit(settings: Settings) -> str:

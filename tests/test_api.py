@@ -455,6 +455,19 @@ def test_an_upload_goes_to_its_profiles_collection(server: str, service: ChatSer
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
 
 
+def test_an_uploaded_spreadsheet_is_cited_by_sheet_and_row(server: str) -> None:
+    from test_formats import xlsx_bytes
+
+    response = upload(server, "beers.xlsx", xlsx_bytes())
+    assert response.status_code == 200 and response.json()["chunks"] >= 1
+    question = [{"role": "user", "content": "What does a Westmalle Tripel cost?"}]
+    completion = client(server).chat.completions.create(model="general", messages=question)
+    sources = (completion.model_extra or {})["sources"]
+    assert sources[0]["file"] == "beers.xlsx"
+    assert sources[0]["location"] == "sheet “Beers”, row 3"
+    assert "Product: Westmalle Tripel" in sources[0]["quote"]
+
+
 def test_refused_documents_say_why(server: str, service: ChatService, corpus: Path) -> None:
     locked = (corpus / "pdfs" / "bad" / "encrypted-open-password-acrobat.pdf").read_bytes()
     response = upload(server, "locked.pdf", locked)
@@ -463,9 +476,7 @@ def test_refused_documents_say_why(server: str, service: ChatService, corpus: Pa
     assert message.startswith("locked.pdf: ") and "password" in message
     response = upload(server, "report.odt", b"PK\x03\x04")
     assert response.status_code == 422
-    assert response.json()["error"]["message"].startswith(
-        "report.odt: unsupported file type .odt"
-    )
+    assert response.json()["error"]["message"].startswith("report.odt: unsupported file type .odt")
     empty = upload(server, "empty.txt", b"")
     assert empty.status_code == 422 and "empty" in empty.json()["error"]["message"]
     # Nothing refused is kept on disk.

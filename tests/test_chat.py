@@ -77,6 +77,18 @@ def test_a_refused_attachment_gives_the_reason(
     assert "unsupported file type .odt" in session.attach(unsupported, "report.odt").message
 
 
+def test_an_attached_word_document_is_searchable_in_its_chat(
+    service: ChatService, tmp_path: Path
+) -> None:
+    from test_formats import docx_bytes
+
+    attached = tmp_path / "upload.bin"
+    attached.write_bytes(docx_bytes())
+    session = service.session("chat-docx", "general")
+    assert session.attach(attached, "bar.docx").indexed
+    assert "bar.docx" in files_found(session, "When is the bar closed?")
+
+
 def test_upload_size_limit(service: ChatService, tmp_path: Path) -> None:
     service.settings = service.settings.model_copy(update={"upload_max_mb": 0.001})
     big = tmp_path / "big.tmp"
