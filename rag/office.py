@@ -1,4 +1,4 @@
-"""Word, PowerPoint and Excel files -> pages of text that say where they are (section, slide, sheet and row).
+"""Word, PowerPoint, Excel and EPUB files -> pages of text that say where they are (section, slide, sheet and row, chapter).
 
 Imported inside the parse worker (rag.parsing), which bounds each file's time and memory; the
 Office libraries are imported on first use.
@@ -217,3 +217,55 @@ def shown_value(cell: Any) -> Any:
         return f"{value:g}%" if percent else value
     text = f"{value:.{len(match.group(1))}f}"
     return f"{text}%" if percent else text
+
+
+# --- EPUB -------------------------------------------------------------------------------------------
+
+CONTAINER = "META-INF/container.xml"
+
+
+def load_epub(data: bytes, name: str) -> LoadedFile:
+    """One page per chapter, in the book's reading order (its spine); headings start sections."""
+    import posixpath
+    from xml.etree import ElementTree
+
+    from rag.loaders import read_html
+
+    kind = "EPUB e-book"
+    archive = open_zip(data, name, kind)
+    try:
+        container = ElementTree.fromstring(archive.read(CONTAINER))
+        rootfile = next(e for e in container.iter() if e.tag.endswith("rootfile"))
+        package_path = rootfile.attrib["full-path"]
+        package = ElementTree.fromstring(archive.read(package_path))
+        items = {
+            item.attrib.get("id"): item.attrib.get("href", "")
+            for item in package.iter()
+            if item.tag.endswith("}item")
+        }
+        spine = [ref.attrib.get("idref") for ref in package.iter() if ref.tag.endswith("itemref")]
+        folder = posixpath.dirname(package_path)
+        pages = []
+        for idref in spine:
+            href = items.get(idref)
+            if not href:
+                continue
+            markup = archive.read(posixpath.normpath(posixpath.join(folder, href)))
+            page = read_html(markup.decode("utf-8", "replace"))
+            if page.text:
+                number = len(pages) + 1
+                pages.append(
+                    Page(
+                        text=page.text,
+                        page=number,
+                        page_label=str(number),
+                        location=f"chapter {number}",
+                        marks=page.marks,
+                        cut_at_lines=page.cut_at_lines,
+                    )
+                )
+    except (KeyError, StopIteration, ElementTree.ParseError) as error:
+        raise _damaged(name, kind, error) from None
+    finally:
+        archive.close()
+    return _loaded(pages, name, kind, chapters=len(pages))

@@ -143,6 +143,37 @@ def test_html_headings_name_sections_and_tables_become_rows() -> None:
     assert [label for _, label in page.marks] == ["section “Menu”", "section “Drinks”"]
 
 
+def epub_bytes() -> bytes:
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as book:
+        book.writestr("mimetype", "application/epub+zip")  # first and stored, as EPUB wants
+        book.writestr(
+            "META-INF/container.xml",
+            '<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+            '<rootfile full-path="OEBPS/book.opf"/></rootfiles></container>',
+        )
+        book.writestr(
+            "OEBPS/book.opf",
+            '<package xmlns="http://www.idpf.org/2007/opf"><manifest>'
+            '<item id="one" href="one.xhtml"/><item id="two" href="text/two.xhtml"/></manifest>'
+            '<spine><itemref idref="two"/><itemref idref="one"/></spine></package>',
+        )
+        book.writestr(
+            "OEBPS/one.xhtml", "<html><body><h1>Ending</h1><p>They sailed home.</p></body></html>"
+        )
+        book.writestr(
+            "OEBPS/text/two.xhtml", "<html><body><h1>Start</h1><p>A storm rose.</p></body></html>"
+        )
+    return buffer.getvalue()
+
+
+def test_an_epub_is_read_chapter_by_chapter_in_reading_order() -> None:
+    first, second = pages(epub_bytes(), "voyage.epub")
+    assert (first.location, first.text) == ("chapter 1", "Start\nA storm rose.")
+    assert (second.location, second.text) == ("chapter 2", "Ending\nThey sailed home.")
+    assert second.marks == ((0, "section “Ending”"),)
+
+
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [
