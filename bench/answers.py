@@ -1,7 +1,7 @@
 """Answer benchmark: our grounded answers vs LlamaIndex's `condense_plus_context` chat engine.
 
     .venv/bin/python bench/answers.py [--sets dev,heldout,fresh] [--no-baseline] [--models-cache DIR]
-                                      [--reports DIR]
+                                      [--reports DIR] [--calibrate-only [--scales 0.7:0.95,...]]
 
 In one process, offline, with the embedded SmolLM2 and the bundled MiniLM for both systems:
 
@@ -10,7 +10,9 @@ In one process, offline, with the embedded SmolLM2 and the bundled MiniLM for bo
   2. calibration, on the sets the engine was tuned on (dev and heldout), without the model: for
      each answerability threshold, the share of unanswerable questions refused (refusal recall),
      of answerable ones refused (false refusals), and of answerable ones whose quoted evidence
-     already holds the answer; the threshold in use is marked;
+     already holds the answer; the threshold in use is marked. The embedder's calibration is its
+     own (rag/embeddings/: threshold and similarity scale); --scales tries other scales, with
+     RAG_EMBED_MODEL=... on another embedder (--calibrate-only stops here, without the model);
   3. ours: `rag eval --answers` on each set (ChatEngine, general profile, one fresh conversation
      per question, its history asked first);
   4. LlamaIndex: `VectorStoreIndex.from_vector_store` over the same Chroma collection (same chunks,
@@ -60,12 +62,13 @@ GOALS = {
     "citation_accuracy": ">= 0.95",
     "first_token_p50_s": "<= 2 s",
 }
-THRESHOLDS = [0.30, 0.32, 0.34, 0.36, 0.38, 0.40, 0.42, 0.45, 0.50, 0.55]
+THRESHOLDS = [0.30, 0.32, 0.34, 0.36, 0.38, 0.40, 0.42, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70]
 BASELINE_TOP_K = 5
 
 
-def build(storage: Path, cache: Path | None) -> tuple[Any, Any, Any]:
-    """The index over the corpus, the embedded LLM, and the general profile."""
+def build(storage: Path, cache: Path | None, with_llm: bool = True) -> tuple[Any, Any, Any]:
+    """The index over the corpus, the embedded LLM (None without `with_llm`), and the general
+    profile."""
     from rag.config import Settings
     from rag.index import Index
     from rag.llm import build_llm
@@ -82,45 +85,77 @@ def build(storage: Path, cache: Path | None) -> tuple[Any, Any, Any]:
         f"indexed {len(report.indexed)} files, {report.chunks_written} chunks in "
         f"{time.perf_counter() - started:.0f} s"
     )
+    profile = get_profile(settings.profiles_dir, "general")
+    if not with_llm:
+        return index, None, profile
     llm = build_llm(settings)
     say("loading the embedded model")
     llm.warm_up()
-    return index, llm, get_profile(settings.profiles_dir, "general")
+    return index, llm, profile
 
 
 # --- calibration (no model) ---------------------------------------------------------------------
 
 
-def calibrate(index: Any, profile: Any, items: list[Any]) -> None:
-    """Refusal recall, false refusals and evidence accuracy for each answerability threshold."""
+def calibrate(
+    index: Any, profile: Any, items: list[Any], scales: list[tuple[float, float]] | None = None
+) -> None:
+    """Refusal recall, false refusals and evidence accuracy for each answerability threshold, with
+    the embedder's calibration (rag/embeddings/) or with each of `scales` (similarity floor and
+    ceiling) instead; the embeddings are computed once and shared by all of them."""
+    import dataclasses
     import re
 
     from rag.engine import ChatEngine, needs_context, shown_quotes
-    from rag.evidence import DEFAULT_CALIBRATION
 
-    engine = ChatEngine(index, None, profile)  # type: ignore[arg-type]  # the model is not asked
-    rows = []
-    for item in items:
-        question = item.question
-        if item.history and needs_context(question):
-            question = engine.with_subject(question, item.history[-1])
-        findings = engine.find_evidence(question)
-        quotes = " ".join(e.quote for e in shown_quotes(findings.evidence))
-        holds = bool(item.must) and all(re.search(p, quotes, re.I) for p in item.must)
-        hard = bool(findings.reason) and findings.reason != "no passage found answers it"
-        rows.append((item, findings.confidence, hard, holds))
-    print("\n== calibration of 'the documents don't say' (dev and heldout sets, no model)")
-    print(f"{'threshold':>10} {'refusal recall':>15} {'false refusals':>15} {'evidence holds':>15}")
-    answerable = [r for r in rows if not r[0].refuse]
-    unanswerable = [r for r in rows if r[0].refuse]
-    for threshold in THRESHOLDS:
-        refused = [hard or confidence < threshold for _, confidence, hard, _ in rows]
-        by_item = {id(r[0]): refuse for r, refuse in zip(rows, refused, strict=True)}
-        recall = sum(by_item[id(r[0])] for r in unanswerable) / len(unanswerable)
-        false = sum(by_item[id(r[0])] for r in answerable) / len(answerable)
-        holds = sum(r[3] and not by_item[id(r[0])] for r in answerable) / len(answerable)
-        mark = "  <- in use" if abs(threshold - DEFAULT_CALIBRATION.min_confidence) < 1e-9 else ""
-        print(f"{threshold:>10.2f} {recall:>15.3f} {false:>15.3f} {holds:>15.3f}{mark}")
+    declared = ChatEngine(index, None, profile).calibration  # type: ignore[arg-type]
+    vectors: dict[tuple[bool, str], list[float]] = {}  # (a question?, text): the embedder is slow
+
+    def cached(engine: Any) -> Callable[[list[str]], list[list[float]]]:
+        def embed(texts: list[str]) -> list[list[float]]:  # the question first, as engine._embed
+            keys = [(True, texts[0]), *((False, text) for text in texts[1:])]
+            if any(key not in vectors for key in keys):
+                vectors.update(zip(keys, ChatEngine._embed(engine, texts), strict=True))
+            return [vectors[key] for key in keys]
+
+        return embed
+
+    own = (declared.similarity_floor, declared.similarity_ceiling)
+    for floor, ceiling in scales or [own]:
+        calibration = dataclasses.replace(
+            declared, similarity_floor=floor, similarity_ceiling=ceiling
+        )
+        engine = ChatEngine(index, None, profile, calibration=calibration)  # type: ignore[arg-type]
+        engine._embed = cached(engine)  # type: ignore[method-assign]
+        rows = []
+        for item in items:
+            question = item.question
+            if item.history and needs_context(question):
+                question = engine.with_subject(question, item.history[-1])
+            findings = engine.find_evidence(question)
+            quotes = " ".join(e.quote for e in shown_quotes(findings.evidence))
+            holds = bool(item.must) and all(re.search(p, quotes, re.I) for p in item.must)
+            hard = bool(findings.reason) and findings.reason != "no passage found answers it"
+            rows.append((item, findings.confidence, hard, holds))
+        print(
+            "\n== calibration of 'the documents don't say' (dev and heldout sets, no model; "
+            f"embedder {index.settings.embed_model}, similarity {floor:.2f} -> 0, "
+            f"{ceiling:.2f} -> 1)"
+        )
+        print(
+            f"{'threshold':>10} {'refusal recall':>15} {'false refusals':>15} {'evidence holds':>15}"
+        )
+        answerable = [r for r in rows if not r[0].refuse]
+        unanswerable = [r for r in rows if r[0].refuse]
+        in_use = (floor, ceiling) == own
+        for threshold in sorted({*THRESHOLDS, declared.min_confidence}):
+            refused = [hard or confidence < threshold for _, confidence, hard, _ in rows]
+            by_item = {id(r[0]): refuse for r, refuse in zip(rows, refused, strict=True)}
+            recall = sum(by_item[id(r[0])] for r in unanswerable) / len(unanswerable)
+            false = sum(by_item[id(r[0])] for r in answerable) / len(answerable)
+            holds = sum(r[3] and not by_item[id(r[0])] for r in answerable) / len(answerable)
+            mark = "  <- in use" if in_use and threshold == declared.min_confidence else ""
+            print(f"{threshold:>10.2f} {recall:>15.3f} {false:>15.3f} {holds:>15.3f}{mark}")
 
 
 # --- the two systems ------------------------------------------------------------------------------
@@ -275,6 +310,18 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip LlamaIndex's engine")
     add_models_cache_flag(parser)
     parser.add_argument("--reports", type=Path, default=None, help="write per-question JSONL here")
+    parser.add_argument(
+        "--scales",
+        default="",
+        help="calibrate with these instead of the embedder's own similarity scale "
+        "(rag/embeddings/): comma-separated FLOOR or FLOOR:CEILING, one table each",
+    )
+    parser.add_argument(
+        "--calibrate-only",
+        action="store_true",
+        help="stop after the calibration (no model answers); with RAG_EMBED_MODEL=... it "
+        "calibrates that embedder",
+    )
     args = parser.parse_args()
 
     import logging
@@ -286,11 +333,20 @@ def main() -> None:
 
     sets = {name: load_answer_questions(SETS[name]) for name in args.sets.split(",")}
     with tempfile.TemporaryDirectory(prefix="bench-answers-") as temp:
-        index, llm, profile = build(Path(temp) / "storage", models_cache(args.models_cache))
+        index, llm, profile = build(
+            Path(temp) / "storage", models_cache(args.models_cache), not args.calibrate_only
+        )
         page_citations(index, profile, not args.no_baseline)
         tuned = [item for name in TUNED_ON for item in sets.get(name, [])]
         if tuned:
-            calibrate(index, profile, tuned)
+            scales = [
+                (float(f), float(c or 1.0))
+                for f, _, c in (s.partition(":") for s in args.scales.split(",") if s.strip())
+            ]
+            calibrate(index, profile, tuned, scales)
+        if args.calibrate_only:
+            index.close()
+            return
         for set_name, items in sets.items():
             results = {"ours": run(f"ours/{set_name}", ours(index, llm, profile), items)}
             if not args.no_baseline:

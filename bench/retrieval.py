@@ -5,6 +5,12 @@ one process, offline, on the bundled MiniLM: (a) LlamaIndex's quick-start defaul
 (SimpleDirectoryReader -> VectorStoreIndex in memory, similarity_top_k=k) and (b) ours
 (`rag.index.Index` over a temporary storage folder, `index.search`). Both are scored with the rule of
 `rag eval` (rag.evaluate). hit@1 is "the first chunk of the top-k list matches".
+
+Then the bundled embedders side by side (MiniLM, USE-m, e5-small; `--embedders`, "none" skips it):
+ours on each, hybrid (what the app runs) and vector-only (the embedder alone), on the essay,
+menus+jobs+cv and the cross-language set (bench/qa/cross_language.jsonl: English questions about
+Russian-only lines of the Bosfor menu, Russian and Norwegian ones about the English essay, over
+the essay, the menus, the jobs and the CV). `--no-defaults` skips the LlamaIndex comparison.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,8 @@ offline_environment()
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 MENUS_JOBS_QA = ROOT / "bench" / "qa" / "menus_jobs.jsonl"
+CROSS_LANGUAGE_QA = ROOT / "bench" / "qa" / "cross_language.jsonl"
+sys.path.insert(0, str(ROOT / "bench"))
 
 # Goals, on the essay: ours must rank the right chunk first almost always, and must not buy that by
 # handing the LLM more text than the defaults do.
@@ -125,13 +134,15 @@ class LlamaIndexDefaults(System):
 class Ours(System):
     name = "ours"
 
-    def __init__(self, folders: list[Path], storage: Path) -> None:
+    def __init__(
+        self, folders: list[Path], storage: Path, embedder: Any = None, **settings: Any
+    ) -> None:
         from rag.config import Settings
         from rag.index import Index
 
-        self.index = Index(Settings(storage_dir=storage))
-        report = self.index.ingest(folders)
-        self.failed = [str(failure) for failure in report.failed]
+        self.index = Index(Settings(storage_dir=storage, **settings), embedder=embedder)
+        report = self.index.ingest(folders) if folders else None
+        self.failed = [str(failure) for failure in report.failed] if report else []
         self.settings = self.index.settings
 
     def chunk_texts(self) -> list[str]:
@@ -249,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=5, help="chunks retrieved per question (5)")
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="the shared corpus folder")
+    parser.add_argument(
+        "--embedders", default="minilm,use,e5", help="bundled embedders to compare, or none"
+    )
+    parser.add_argument("--no-defaults", action="store_true", help="skip LlamaIndex's defaults")
     args = parser.parse_args(argv)
     corpus: Path = args.corpus
     if args.k < 1:
@@ -256,6 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (corpus / "essays").is_dir():
         parser.error(f"the shared corpus is missing: expected it at {corpus}")
 
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
+    embedders = [name for name in args.embedders.split(",") if name and name != "none"]
+    if not args.no_defaults:
+        compare_defaults(corpus, args.k)
+    if embedders:
+        compare_embedders(corpus, args.k, embedders)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end (latencies are wall-clock)")
+    return 0
+
+
+def compare_defaults(corpus: Path, k: int) -> None:
+    """LlamaIndex's quick-start defaults against ours, both on the bundled MiniLM."""
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     from rag.embeddings import bundled_model_dir
@@ -263,7 +290,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     embed_model = HuggingFaceEmbedding(model_name=str(bundled_model_dir("all-MiniLM-L6-v2")))
     print(f"LlamaIndex defaults' embedder loaded in {time.perf_counter() - started:.1f} s")
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
 
     runs = [
         ("essay", [corpus / "essays"], corpus / "qa" / "paul_graham.jsonl", True),
@@ -276,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for title, folders, questions, goals in runs:
         defaults, defaults_system = measure(
-            lambda folders=folders: LlamaIndexDefaults(folders, embed_model), questions, args.k
+            lambda folders=folders: LlamaIndexDefaults(folders, embed_model), questions, k
         )
         if isinstance(defaults_system, LlamaIndexDefaults):
             describe_defaults_documents(defaults_system)
@@ -284,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ours, ours_system = measure(
                 lambda folders=folders, storage=storage: Ours(folders, Path(storage)),
                 questions,
-                args.k,
+                k,
             )
             if isinstance(ours_system, Ours):
                 settings = ours_system.settings
@@ -294,9 +320,141 @@ def main(argv: Sequence[str] | None = None) -> int:
                     + (f"; failed: {ours_system.failed}" if ours_system.failed else "")
                 )
             ours_system.close()
-        table(f"{title}: {questions.name}", args.k, defaults, ours, goals)
-    print(f"\nload average {os.getloadavg()[0]:.2f} at the end (latencies are wall-clock)")
-    return 0
+        table(f"{title}: {questions.name}", k, defaults, ours, goals)
+
+
+def compare_embedders(corpus: Path, k: int, names: list[str]) -> None:
+    """Ours on each bundled embedder, hybrid and vector-only, on the three sets: one table of
+    hit@1, hit@k and MRR@k (bench/common.py's format), then the essay goals per embedder."""
+    from common import goals_table, verdict
+    from common import table as columns
+    from embedders import CANDIDATES
+
+    from rag.config import Settings
+    from rag.embeddings import build_embedder
+
+    sets = [
+        ("essay", [corpus / "essays"], corpus / "qa" / "paul_graham.jsonl"),
+        ("menus+jobs", [corpus / "menus", corpus / "jobs", corpus / "cv"], MENUS_JOBS_QA),
+        (
+            "cross-language",
+            [corpus / "essays", corpus / "menus", corpus / "jobs", corpus / "cv"],
+            CROSS_LANGUAGE_QA,
+        ),
+    ]
+    results: dict[tuple[str, str, str], Measured] = {}
+    for name in names:
+        model = CANDIDATES[name][0]
+        embedder = build_embedder(Settings(embed_model=model))
+        for title, folders, questions in sets:
+            with tempfile.TemporaryDirectory(prefix="bench-embedders-") as storage:
+                for mode in ("hybrid", "vector"):
+                    measured, system = measure(
+                        partial(
+                            Ours,
+                            folders if mode == "hybrid" else [],  # vector: the same index, reread
+                            Path(storage),
+                            embedder,
+                            embed_model=model,
+                            retrieval=mode,
+                        ),
+                        questions,
+                        k,
+                    )
+                    system.close()
+                    results[(name, title, mode)] = measured
+                    print(
+                        f"{CANDIDATES[name][1]} {mode} on {title}: hit@1 {measured.hit1:.3f}, "
+                        f"MRR {measured.mrr:.3f}, reachable {measured.reachable}/{measured.n}"
+                        + (
+                            f", built in {measured.build_seconds:.1f} s" if mode == "hybrid" else ""
+                        ),
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    labels = [CANDIDATES[name][1] for name in names]
+    for mode in ("hybrid", "vector"):
+        print(
+            f"\n== embedders, ours with retrieval={mode} (k={k})"
+            + (" (what the app runs)" if mode == "hybrid" else " (the embedder alone)")
+        )
+        rows = [("", *labels)]
+        for title, _, _ in sets:
+            n = results[(names[0], title, mode)].n
+            for metric, key in (("hit@1", "hit1"), (f"hit@{k}", "hitk"), (f"MRR@{k}", "mrr")):
+                rows.append(
+                    (
+                        f"{title} ({n}) {metric}",
+                        *(f"{getattr(results[(name, title, mode)], key):.3f}" for name in names),
+                    )
+                )
+        for direction, ids in directions(CROSS_LANGUAGE_QA).items():
+            rows.append(
+                (
+                    f"  cross-language {direction} ({len(ids)}) hit@{k}",
+                    *(
+                        f"{1 - len(ids & set(results[(name, 'cross-language', mode)].misses)) / len(ids):.3f}"
+                        for name in names
+                    ),
+                )
+            )
+        rows.append(
+            (
+                "search p50 ms (cross-language)",
+                *(
+                    f"{1000 * percentile(results[(name, 'cross-language', mode)].latencies, 0.5):.1f}"
+                    for name in names
+                ),
+            )
+        )
+        if mode == "hybrid":
+            rows.append(
+                (
+                    "ingest s (cross-language corpus)",
+                    *(
+                        f"{results[(name, 'cross-language', mode)].build_seconds:.1f}"
+                        for name in names
+                    ),
+                )
+            )
+        columns(rows)
+    print("\n== essay goals, ours hybrid")
+    goal_rows = []
+    for name in names:
+        essay = results[(name, "essay", "hybrid")]
+        label = CANDIDATES[name][1]
+        goal_rows.append(
+            (
+                f"{label} hit@1",
+                f"{essay.hit1:.4f}",
+                f">= {GOAL_HIT1}",
+                verdict(essay.hit1 >= GOAL_HIT1),
+            )
+        )
+        goal_rows.append(
+            (
+                f"{label} MRR@{k}",
+                f"{essay.mrr:.4f}",
+                f">= {GOAL_MRR}",
+                verdict(essay.mrr >= GOAL_MRR),
+            )
+        )
+    goals_table(goal_rows)
+    for (name, title, mode), measured in results.items():
+        if measured.misses and title == "cross-language":
+            print(f"  {CANDIDATES[name][1]} {mode} missed on {title}: {', '.join(measured.misses)}")
+
+
+def directions(questions: Path) -> dict[str, set[str]]:
+    """Question ids by their "direction" field (question language -> document language)."""
+    import json
+
+    found: dict[str, set[str]] = {}
+    for line in questions.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            found.setdefault(row.get("direction", "?"), set()).add(row["id"])
+    return found
 
 
 def describe_defaults_documents(system: LlamaIndexDefaults) -> None:

@@ -6,12 +6,10 @@ import hashlib
 import logging
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
@@ -30,6 +28,9 @@ from rag.profiles import Profile, active_profiles
 from rag.retrieve import Source
 from rag.streaming import AnswerQueue
 from rag.uploads import check_upload, keep, safe_name
+
+if TYPE_CHECKING:
+    from rag.watch import FolderWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class ChatService:
         self.sync_status = SyncStatus()
         self._sync_thread: threading.Thread | None = None
         self._sync_settled = threading.Event()
+        self._sync_wanted = threading.Event()  # set: one more sync when the current one ends
+        self._sync_stopping = threading.Event()
+        self.watcher: FolderWatcher | None = None  # the live data folder (RAG_WATCH_DATA)
         self.sync_retry_s: tuple[float, ...] = SYNC_RETRY_S
         self._llm_lock = threading.Lock()
         self._backend_error = ""  # why the last build of the LLM failed, for /healthz
@@ -138,26 +142,63 @@ class ChatService:
 
     def start_sync(self) -> None:
         """Sync the data folder into the default profile's collection, in a thread (once); a
-        failed sync is tried again, later and later, until it succeeds."""
+        failed sync is tried again, later and later, until it succeeds. With RAG_WATCH_DATA the
+        folder is watched too: each settled burst of changes asks that thread for one more sync
+        (rag.watch), so two syncs never run at once."""
         if self._sync_thread is not None:
             return
-        self._sync_thread = threading.Thread(target=self._sync_until_done, name="rag-sync")
+        if self.settings.watch_data:
+            from rag.watch import FolderWatcher
+
+            self.watcher = FolderWatcher(
+                self.settings.data_dir,
+                self.request_sync,
+                self.settings.watch_quiet_s,
+                exclude=(self.settings.storage_dir,),  # a storage folder inside data/: not news
+            )
+            self.watcher.start()  # before the first sync: a change during it is not missed
+        self._sync_thread = threading.Thread(target=self._sync_loop, name="rag-sync")
         self._sync_thread.daemon = True
         self._sync_thread.start()
+
+    def request_sync(self) -> None:
+        """Ask for one more sync of the data folder, after the one under way if any: requests
+        made meanwhile all come to that one sync. A failed sync waiting to retry retries now."""
+        self._sync_wanted.set()
+
+    def stop_sync(self, timeout: float | None = 10.0) -> None:
+        """Stop watching the data folder and syncing it (a sync under way finishes first; the
+        thread is a daemon, so this waits at most `timeout`)."""
+        self._sync_stopping.set()
+        self._sync_wanted.set()
+        if self.watcher is not None:
+            self.watcher.stop(timeout)
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout)
 
     def wait_for_sync(self, timeout: float | None = None) -> None:
         """Wait until the first sync attempt has ended (done, or failed and waiting to retry)."""
         if self._sync_thread is not None:
             self._sync_settled.wait(timeout)
 
-    def _sync_until_done(self) -> None:
-        for attempt in count():
+    def _sync_loop(self) -> None:
+        """Sync until a sync succeeds; then, while the folder is watched, once per request."""
+        if self.watcher is not None:  # so that a change during the first sync is not missed
+            self.watcher.wait_ready(5.0)
+        failures = 0
+        while not self._sync_stopping.is_set():
+            self._sync_wanted.clear()  # a change from now on asks for the next sync
+            delay: float | None = None
             if self._sync():
-                return
-            delay = self.sync_retry_s[min(attempt, len(self.sync_retry_s) - 1)]
-            self.sync_status.retry_in_s = delay
-            self._sync_settled.set()
-            time.sleep(delay)
+                failures = 0
+                if self.watcher is None:
+                    return
+            else:
+                delay = self.sync_retry_s[min(failures, len(self.sync_retry_s) - 1)]
+                failures += 1
+                self.sync_status.retry_in_s = delay
+                self._sync_settled.set()
+            self._sync_wanted.wait(delay)
 
     def _sync(self) -> bool:
         """One sync of the data folder; whether it ended (a file that cannot be read is in the
@@ -189,7 +230,15 @@ class ChatService:
             logger.exception("data folder sync failed")
             return False
         status.state, status.message = "done", ""
-        for failure in status.report.failed:
+        report = status.report
+        if report.indexed or report.removed:
+            logger.info(
+                "data folder synced: %d indexed, %d removed, %d unchanged",
+                len(report.indexed),
+                len(report.removed),
+                len(report.unchanged),
+            )
+        for failure in report.failed:
             logger.warning("data folder: %s", failure)
         self._sync_settled.set()
         return True

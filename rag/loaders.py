@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from rag.errors import FileRefused, FileTooLarge
+from rag.ocr import Ocr
 from rag.tables import Table
 
 PDF_SUFFIXES = {".pdf"}
@@ -32,6 +33,7 @@ OFFICE_KINDS = {
     ".pptx": "a PowerPoint presentation (PPTX)",
     ".xlsx": "an Excel workbook (XLSX)",
     ".xlsm": "an Excel workbook (XLSX)",
+    ".epub": "an EPUB e-book",
 }
 SUPPORTED_SUFFIXES = (
     PDF_SUFFIXES
@@ -45,7 +47,8 @@ SUPPORTED_SUFFIXES = (
 # A CSV line longer than this is not a table row (a one-line dump, a binary file): refused.
 MAX_CSV_LINE_CHARS = 2**20
 
-# A PDF page with fewer letters than this across the whole file is almost surely a scan.
+# A PDF page with fewer letters than this is almost surely a scan: it is read by OCR (rag.ocr) when
+# tesseract is there. A whole PDF with fewer is refused.
 MIN_TEXT_CHARS = 20
 MAX_JSON_DEPTH = 64
 
@@ -101,7 +104,10 @@ EXPECTED_KIND = {
     ".xhtml": "HTML",
 }
 # A file of a type read here, under another type's name: the suffix it needs.
-RENAME_TO = {"a PDF document": ".pdf"} | {kind: suffix for suffix, kind in OFFICE_KINDS.items()}
+RENAME_TO = {"a PDF document": ".pdf"} | {
+    kind: suffix
+    for suffix, kind in reversed(OFFICE_KINDS.items())  # .xlsx, not .xlsm
+}
 
 
 def sniff(data: bytes) -> str | None:
@@ -218,15 +224,16 @@ def check_file(name: str, size: int, max_bytes: int, limit: str) -> None:
         raise FileTooLarge(name, f"the file is {size / 2**20:.1f} MB, over {limit}")
 
 
-def load_bytes(data: bytes, name: str) -> LoadedFile:
-    """Parse a file's bytes by its type; raise FileRefused naming `name` and the reason."""
+def load_bytes(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
+    """Parse a file's bytes by its type; raise FileRefused naming `name` and the reason. `ocr`:
+    how scanned PDF pages are read (the parse worker's, from the settings); None: rag.ocr.setup()."""
     suffix = Path(name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise FileRefused(name, unsupported_reason(suffix))
     if not data:
         raise FileRefused(name, "the file is empty (0 bytes)")
     if suffix in PDF_SUFFIXES:
-        return _load_pdf(data, name)
+        return _load_pdf(data, name, ocr)
     kind = sniff(data)  # judged by content, not by name: a renamed image or program stays out
     if suffix in OFFICE_KINDS:
         return _load_office(data, name, suffix, kind)
@@ -265,7 +272,11 @@ def _load_office(data: bytes, name: str, suffix: str, kind: str | None) -> Loade
         raise FileRefused(name, f"the file is {kind}, not {expected}; {advice}")
     if kind is None and data[:2] != b"PK":
         raise FileRefused(name, f"the file is not {expected}: it is not a ZIP-based Office file")
-    loader = {".docx": office.load_docx, ".pptx": office.load_pptx}.get(suffix, office.load_xlsx)
+    loader = {
+        ".docx": office.load_docx,
+        ".pptx": office.load_pptx,
+        ".epub": office.load_epub,
+    }.get(suffix, office.load_xlsx)
     return loader(data, name)
 
 
@@ -318,7 +329,7 @@ def _single_page(text: str, name: str, **metadata: Any) -> LoadedFile:
 # --- PDF ---------------------------------------------------------------------------------------------
 
 
-def _load_pdf(data: bytes, name: str) -> LoadedFile:
+def _load_pdf(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
     # Imported here so that text-only runs never pay for pypdf's import.
     from io import BytesIO
 
@@ -354,6 +365,7 @@ def _load_pdf(data: bytes, name: str) -> LoadedFile:
         raise FileRefused(name, "the PDF has no pages")
 
     pages: list[Page] = []
+    sparse: list[Page] = []  # pages with almost no text: scans, read by OCR below
     broken: list[int] = []
     over_limits: LimitReachedError | None = None
     for index in range(page_count):
@@ -368,22 +380,60 @@ def _load_pdf(data: bytes, name: str) -> LoadedFile:
         except Exception:  # noqa: BLE001 - one unreadable page must not cost the rest of the file
             broken.append(index + 1)
             continue
-        if text:
-            pages.append(Page(text=text, page=index + 1, page_label=label))
+        page = Page(text=text, page=index + 1, page_label=label)
+        (pages if _letters(text) >= MIN_TEXT_CHARS else sparse).append(page)
+    ocr, unread = _read_scans(data, sparse, ocr) if sparse else (None, [])
+    pages += [page for page in sparse if page.text]
+    pages.sort(key=lambda page: page.page or 0)
 
-    letters = sum(len(re.sub(r"\W", "", page.text)) for page in pages)
+    letters = sum(_letters(page.text) for page in pages)
     if letters < MIN_TEXT_CHARS:
         if over_limits is not None:
             raise FileRefused(name, _over_limits(over_limits))
         if broken and len(broken) == page_count:
             raise FileRefused(name, "the PDF is damaged: none of its pages could be read")
+        if ocr is not None and ocr.languages is None:
+            raise FileRefused(
+                name, f"the PDF has no extractable text - probably a scan or images; {ocr.off}"
+            )
         raise FileRefused(
-            name, "the PDF has no extractable text - probably a scan or images; run OCR on it first"
+            name,
+            "the PDF has no extractable text, and OCR found almost no words on its pages - images "
+            "without text, or a scan too faint or small to read",
         )
     warnings = []
     if broken:
         warnings.append(f"{name}: skipped unreadable page(s) {_ranges(broken)} of {page_count}")
+    if unread:
+        warnings.append(f"{name}: OCR could not read page(s) {_ranges(unread)} of {page_count}")
     return LoadedFile(pages=pages, metadata={"pages": page_count}, warnings=warnings)
+
+
+def _letters(text: str) -> int:
+    return len(re.sub(r"\W", "", text))
+
+
+def _read_scans(data: bytes, sparse: list[Page], ocr: Ocr | None) -> tuple[Ocr, list[int]]:
+    """OCR the pages with almost no text in place (when tesseract is there): a page whose OCR
+    reads more than its text layer says "page N (OCR)" in citations. Returns how OCR was set up
+    and the pages it failed on."""
+    from rag import ocr as scans
+
+    ocr = ocr or scans.setup()
+    if ocr.languages is None:
+        return ocr, []
+    unread = []
+    numbers = [page.page or 0 for page in sparse]
+    for index, text in scans.read_pages(data, [n - 1 for n in numbers], ocr.languages):
+        position = numbers.index(index + 1)
+        if text is None:
+            unread.append(index + 1)
+            continue
+        page, text = sparse[position], tidy(text)
+        if _letters(text) > _letters(page.text):
+            label = page.page_label or str(index + 1)
+            sparse[position] = replace(page, text=text, location=f"page {label} (OCR)")
+    return ocr, unread
 
 
 def _over_limits(error: BaseException) -> str:

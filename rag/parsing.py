@@ -2,25 +2,37 @@
 
 The child is a plain `python -m rag.parsing` subprocess speaking pickle over its stdin/stdout; unlike
 multiprocessing's spawn, it never re-imports the caller's main script (a Chainlit app, a benchmark).
+How it reads scans (rag.ocr.Ocr, resolved from the settings by the caller) is passed on its command
+line; the tesseract processes it starts for OCR are in its process group, so they stop with it, and
+their temporary files are in a folder of its own, removed with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import pickle
 import select
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import IO, Any
 
 from rag.errors import FileRefused
 from rag.loaders import LoadedFile, load_bytes
+from rag.ocr import Ocr
 
 MEMORY_LIMIT_MB = 3072
 
 
-def serve(reader: IO[bytes], writer: IO[bytes], memory_limit_mb: int) -> None:
+def serve(
+    reader: IO[bytes], writer: IO[bytes], memory_limit_mb: int, ocr: Ocr | None = None
+) -> None:
     """Child loop: read (bytes, name), answer ("ok", LoadedFile) or ("refused", reason)."""
     import logging
     import resource
@@ -38,7 +50,7 @@ def serve(reader: IO[bytes], writer: IO[bytes], memory_limit_mb: int) -> None:
             return
         answer: tuple[str, Any]
         try:
-            answer = ("ok", load_bytes(data, name))
+            answer = ("ok", load_bytes(data, name, ocr))
         except FileRefused as refused:
             answer = ("refused", refused.reason)
         except MemoryError:
@@ -56,10 +68,14 @@ def serve(reader: IO[bytes], writer: IO[bytes], memory_limit_mb: int) -> None:
 class ParseWorker:
     """One long-lived parser process; killed and restarted when a file runs past the time limit."""
 
-    def __init__(self, timeout_s: float, memory_limit_mb: int = MEMORY_LIMIT_MB) -> None:
+    def __init__(
+        self, timeout_s: float, memory_limit_mb: int = MEMORY_LIMIT_MB, ocr: Ocr | None = None
+    ) -> None:
         self.timeout_s = timeout_s
         self.memory_limit_mb = memory_limit_mb
+        self.ocr = ocr  # None: the child sets OCR up itself, with rag.ocr.setup()'s defaults
         self._process: subprocess.Popen[bytes] | None = None
+        self._tmp: str | None = None
         self._lock = threading.Lock()
         # The file the child is parsing and when its time is up (None: the child died taking it).
         self._pending: tuple[str, float | None] | None = None
@@ -72,11 +88,18 @@ class ParseWorker:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._process is None or self._process.poll() is not None:
+            command = [sys.executable, "-m", "rag.parsing", str(self.memory_limit_mb)]
+            if self.ocr is not None:
+                command.append(json.dumps([self.ocr.languages, self.ocr.off]))
+            self._tmp = self._tmp or tempfile.mkdtemp(prefix="rag-parse-")
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "rag.parsing", str(self.memory_limit_mb)],
+                command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
+                # tesseract: one thread (rag.ocr), its files in our folder, and in our group.
+                env={**os.environ, "OMP_THREAD_LIMIT": "1", "TMPDIR": self._tmp},
+                process_group=0,
             )
         return self._process
 
@@ -137,10 +160,17 @@ class ParseWorker:
 
     def _kill(self) -> None:
         if self._process is not None:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):  # the child and any tesseract it runs
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(timeout=10)
             self._close_pipes(self._process)
         self._process = None
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     @staticmethod
     def _close_pipes(process: subprocess.Popen[bytes]) -> None:
@@ -164,9 +194,15 @@ class ParseWorker:
                 process.kill()
                 process.wait(timeout=5)
             self._close_pipes(process)
+            self._remove_tmp()
 
 
 if __name__ == "__main__":
     answers = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print() in a parser must not corrupt the answers
-    serve(sys.stdin.buffer, answers, int(sys.argv[1]) if len(sys.argv) > 1 else MEMORY_LIMIT_MB)
+    serve(
+        sys.stdin.buffer,
+        answers,
+        int(sys.argv[1]) if len(sys.argv) > 1 else MEMORY_LIMIT_MB,
+        Ocr(*json.loads(sys.argv[2])) if len(sys.argv) > 2 else None,
+    )

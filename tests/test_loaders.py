@@ -142,7 +142,7 @@ EXPECTED_REASONS = {
     "page-tree-cycle.pdf": "damaged",
     "page-tree-too-deep.pdf": "damaged",
     "crash-assertionerror.pdf": "damaged",
-    "image-only-photo.pdf": "no extractable text",
+    "image-only-photo.pdf": "no extractable text, and OCR found almost no words",
     "self-referencing-object.pdf": "damaged",
 }
 # Damaged but readable: either indexed (readable text) or refused with a clear reason.

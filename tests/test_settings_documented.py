@@ -40,6 +40,8 @@ PUBLISH_ONLY = {"RAG_HOST", "RAG_PORT"}
 SAMPLES: dict[str, tuple[str, Any]] = {
     "storage_dir": ("elsewhere/storage", Path("elsewhere/storage")),
     "data_dir": ("docs", Path("docs")),
+    "watch_data": ("false", False),
+    "watch_quiet_s": ("2.5", 2.5),
     "collection": ("my-docs", "my-docs"),
     "chunk_size": ("512", 512),
     "chunk_overlap": ("64", 64),
@@ -52,6 +54,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "max_file_mb": ("5", 5.0),
     "max_file_chunks": ("100", 100),
     "parse_timeout_s": ("30", 30.0),
+    "ocr": ("off", False),
+    "ocr_languages": ("rus + eng", "rus+eng"),
     "upload_max_mb": ("3", 3.0),
     "upload_max_files": ("2", 2),
     "lock_wait_s": ("5", 5.0),
@@ -93,6 +97,11 @@ BAD = [
     ("RAG_CHUNK_SIZE", "big"),
     ("RAG_LLM", "llama"),
     ("RAG_GGUF_THREADS", "-1"),
+    ("RAG_OCR", "sometimes"),
+    ("RAG_OCR_LANGUAGES", "eng,rus"),
+    ("RAG_OCR_LANGUAGES", ""),
+    ("RAG_WATCH_DATA", "sometimes"),
+    ("RAG_WATCH_QUIET_S", "0"),
 ]
 
 
@@ -284,6 +293,7 @@ def test_chat_and_api_use_the_setting_over_the_profile(
     monkeypatch.setattr(service.index, "ingest", ingest)
     service.start_sync()
     service.wait_for_sync(30)
+    service.stop_sync()
     # The API answers through the same sessions (model = profile name, or the default profile).
     for name, (collection, top_k) in [(None, default), ("restaurant-menus", menus)]:
         session = service.session("chat", name)
