@@ -254,6 +254,22 @@ def test_uploaded_pdf_is_indexed_and_cited(chat: Chat, browser: Browser, harbour
     assert browser.dialogs == []
 
 
+def test_an_attached_spreadsheet_is_cited_by_sheet_and_row(
+    chat: Chat, browser: Browser, tmp_path: Path
+) -> None:
+    from test_formats import xlsx_bytes
+
+    sheet = tmp_path / "beers.xlsx"
+    sheet.write_bytes(xlsx_bytes())
+    chat.open()
+    chat.attach(sheet)  # the page's file picker takes what rag reads, not only PDFs
+    answer = chat.ask("What does a Westmalle Tripel cost?")
+    chat.shot("spreadsheet-answered")
+    assert "4.20" in (answer.text_content() or "")
+    assert "[1] beers.xlsx, sheet “Beers”, row 3" in chips(answer), chips(answer)
+    assert browser.outside == []
+
+
 def test_attachment_is_not_retrieved_in_another_chat(
     chat: Chat, browser: Browser, harbour_pdf: Path
 ) -> None:
