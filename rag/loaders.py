@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
-from dataclasses import dataclass, field, replace
-from html.parser import HTMLParser
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from rag.errors import FileRefused, FileTooLarge
+from rag.markup import html_to_text, read_html
 from rag.ocr import Ocr
+from rag.pages import LoadedFile, Page, PageText, tidy
 from rag.tables import Table
 
 PDF_SUFFIXES = {".pdf"}
@@ -119,78 +119,6 @@ def sniff(data: bytes) -> str | None:
                 return next((sub for marker, sub in ZIP_KINDS if marker in data), kind)
             return kind
     return None
-
-
-@dataclass(frozen=True)
-class Page:
-    """One unit of text from a file: a PDF page or a slide (1-based `page`), a sheet, a section of
-    a document, or a whole text file (`page` None).
-
-    `location` is what a citation says instead of "page N" ("slide 3", "page 2 (OCR)", "sheet
-    Prices"). `marks` name places inside the text: (offset into `text`, label), ascending, e.g. a
-    row ("sheet Prices, row 7") or a heading ("section Benefits"); a span is cited by the last mark
-    at or before its start.
-    """
-
-    text: str
-    page: int | None = None
-    page_label: str | None = None
-    location: str | None = None
-    marks: tuple[tuple[int, str], ...] = ()
-    # Its lines are units (table rows): a chunk ends only at a line end, never inside a row.
-    cut_at_lines: bool = False
-
-
-class PageText:
-    """Builds a page's text line by line, naming places in it (marks) at exact offsets.
-
-    Each line is tidied on its own, so offsets stay true: `tidy` on the whole text would move them.
-    """
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.length = 0
-        self.marks: list[tuple[int, str]] = []
-        self.gap = ""  # what goes before the next line: nothing, a line break or a blank line
-
-    def mark(self, label: str) -> None:
-        """Name the place where the next line starts."""
-        offset = self.length + len(self.gap)
-        if self.marks and self.marks[-1][0] == offset:
-            self.marks[-1] = (offset, label)  # nothing written under the previous mark
-        else:
-            self.marks.append((offset, label))
-
-    def line(self, text: str) -> None:
-        for piece in text.splitlines():
-            piece = tidy(piece)
-            if piece:
-                self.parts += [self.gap, piece]
-                self.length += len(self.gap) + len(piece)
-                self.gap = "\n"
-
-    def paragraph(self) -> None:
-        """A blank line before the next line (between paragraphs, around a table)."""
-        if self.parts:
-            self.gap = "\n\n"
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    def page(self, **fields: Any) -> Page:
-        text = self.text
-        marks = tuple((offset, label) for offset, label in self.marks if offset < len(text))
-        return Page(text=text, marks=marks, **fields)
-
-
-@dataclass
-class LoadedFile:
-    """What a loader read from one file, plus what went wrong on parts of it."""
-
-    pages: list[Page]
-    metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
 
 
 def content_hash(data: bytes) -> str:
@@ -564,117 +492,3 @@ def _flatten(value: Any, key: str, lines: list[str], name: str, depth: int) -> N
     elif value is not None and str(value).strip():
         text = " ".join(str(value).split())
         lines.append(f"{key}: {text}" if key else text)
-
-
-class _HtmlReader(HTMLParser):
-    """The visible text of HTML: a line per block, headings marked, tables as rows with headers."""
-
-    BLOCKS = frozenset(
-        {"p", "div", "br", "li", "ul", "ol", "table", "section", "article", "hr", "blockquote"}
-        | {"pre", "dl", "dt", "dd", "figure", "figcaption", "header", "footer", "main", "nav"}
-    )
-    HEADINGS = frozenset(f"h{level}" for level in range(1, 7))
-    HIDDEN = frozenset({"script", "style", "head", "title", "noscript", "template", "svg"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out = PageText()
-        self.buffer: list[str] = []
-        self.hidden_depth = 0
-        self.tables: list[Table] = []  # open tables, innermost last
-        self.row: list[str] | None = None
-        self.cell: list[str] | None = None
-        self.rows = 0
-        self.header_cells = True  # the row so far has only <th> cells
-        self.nested = 0  # tables inside a cell: read as the cell's text
-        self.has_table = False
-
-    def flush(self) -> None:
-        if self.buffer:
-            self.out.line(" ".join("".join(self.buffer).split()))
-            self.buffer = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.HIDDEN:
-            self.hidden_depth += 1
-        elif self.cell is not None:  # inside a cell everything is one line
-            self.nested += tag == "table"
-            self.cell.append(" ")
-        elif tag == "table":
-            self.flush()
-            self.tables.append(Table())
-        elif tag == "tr" and self.tables:
-            self.row = []
-            self.header_cells = True
-        elif tag in ("td", "th") and self.row is not None:
-            self.cell = []
-            self.header_cells = self.header_cells and tag == "th"
-        elif tag in self.HEADINGS:
-            self.flush()
-            self.out.paragraph()
-        elif tag == "li":
-            self.flush()
-            self.buffer.append("- ")
-        elif tag in self.BLOCKS:
-            self.flush()
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.HIDDEN:
-            self.hidden_depth = max(0, self.hidden_depth - 1)
-        elif self.nested:
-            self.nested -= tag == "table"
-            if self.cell is not None:
-                self.cell.append(" ")
-        elif tag in ("td", "th") and self.cell is not None and self.row is not None:
-            self.row.append(" ".join("".join(self.cell).split()))
-            self.cell = None
-        elif tag == "tr" and self.row is not None and self.tables:
-            self.rows += 1
-            self.tables[-1].add(self.rows, self.row, header=self.header_cells or None)
-            self.row = None
-        elif tag == "table" and self.tables:
-            table = self.tables.pop()
-            self.out.paragraph()
-            for _, line in table.lines:
-                self.out.line(line)
-            self.out.paragraph()
-            self.has_table = self.has_table or bool(table.lines)
-        elif tag in self.HEADINGS:
-            heading = " ".join("".join(self.buffer).split())
-            if heading:
-                self.out.mark(f"section “{heading}”")
-            self.flush()
-        elif tag in self.BLOCKS and self.cell is None:
-            self.flush()
-
-    def handle_data(self, data: str) -> None:
-        if self.hidden_depth:
-            return
-        (self.cell if self.cell is not None else self.buffer).append(data)
-
-    def page(self) -> Page:
-        self.close()
-        self.flush()
-        return self.out.page(cut_at_lines=self.has_table)
-
-
-def read_html(markup: str) -> Page:
-    """The visible text of HTML as one page: sections marked by their headings, tables as rows."""
-    reader = _HtmlReader()
-    reader.feed(markup)
-    return reader.page()
-
-
-def html_to_text(markup: str) -> str:
-    """Visible text of HTML (or Markdown with raw HTML in it)."""
-    return read_html(markup).text
-
-
-def tidy(text: str) -> str:
-    """Normalise compatibility characters (ligatures such as "ﬀ") and white space."""
-    text = unicodedata.normalize("NFKC", text)
-    text = text.replace("\xa0", " ").replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"[ \t\f\v]+", " ", text)
-    text = re.sub(r" *\n *", "\n", text)
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    return text.strip()

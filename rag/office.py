@@ -13,7 +13,8 @@ from io import BytesIO
 from typing import Any
 
 from rag.errors import FileRefused
-from rag.loaders import LoadedFile, Page, PageText
+from rag.markup import read_html
+from rag.pages import LoadedFile, Page, PageText
 from rag.tables import Table, cell_text
 
 # An Office file is a ZIP archive; what it expands to is bounded before any part is read. Real
@@ -228,8 +229,6 @@ def load_epub(data: bytes, name: str) -> LoadedFile:
     """One page per chapter, in the book's reading order (its spine); headings start sections."""
     import posixpath
     from xml.etree import ElementTree
-
-    from rag.loaders import read_html
 
     kind = "EPUB e-book"
     archive = open_zip(data, name, kind)

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, TextNode
 
-from rag.loaders import document_title, tidy
+from rag.loaders import document_title
+from rag.pages import tidy
 from rag.store import ChunkStore
 from rag.tables import head_before_rows
 from rag.text import cross_script_tokens, stopwords, tokenize

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from rag.loaders import tidy
+from rag.pages import tidy
 from rag.text import ABBREVIATION, content_stems, skeleton, tokenize
 
 # A number as printed: "3.50", "3,50", "33 000", "1,260", "2020"; groups of three after a space,
