@@ -11,7 +11,8 @@ from typing import Any, Protocol
 from llama_index.core.schema import NodeWithScore
 
 from rag.calibration import DEFAULT_CALIBRATION, Calibration
-from rag.loaders import document_title, tidy
+from rag.loaders import document_title
+from rag.pages import tidy
 from rag.retrieve import cite, locate, to_source
 from rag.text import CYRILLIC, SENTENCE_END, skeleton, stems_of, stopwords, tokenize
 from rag.verify import names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import threading
 from collections import Counter
@@ -34,6 +35,13 @@ HEAD_CHARS = 300
 # A chunk that prints this many of a question's words in the question's order (a pasted line,
 # "figure 9 to paragraph") is boosted: BM25 alone scores "(9) ... figure 8" as high as "figure 9".
 PHRASE_WORDS = 2
+# Keyword search has a say in fusion in the measure of the question's content words the collection
+# holds (by stem, or a name by its skeleton across scripts), in full from this share: a question
+# in a language the documents are not written in (a Russian one about an English essay) matches
+# only stray words, and the vector list alone finds its passage across languages. bench/retrieval.py:
+# USE-m's cross-language hit@5 0.60 -> 0.66, the other sets unchanged (0.5 lost one of MiniLM's).
+KEYWORDS_HEARD = 0.25
+QUERY_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,23 @@ class KeywordIndex:
             {str(m.get("file", "")) for m in self.metadatas if not where or matches(m, where)}
         )
 
+    def known_share(self, query: str) -> float:
+        """The share of the question's content words (not stop words, not numbers) this
+        collection holds: by stem, or by the skeleton of a Latin word across scripts ("crab" in
+        "лингвини с крабом"); 1 for a question without any."""
+        stop = stopwords()
+        known = total = 0
+        for word in QUERY_WORD.findall(query.lower()):
+            stems = [t for t in tokenize(word) if t not in stop and not t[0].isdigit()]
+            if not stems:
+                continue
+            total += 1
+            skeletons = cross_script_tokens(word, "latin")
+            known += any(t in self.vocabulary for t in stems) or any(
+                t in self.vocabulary for t in skeletons if not t.startswith("~~")
+            )
+        return known / total if total else 1.0
+
     def search(self, query: str, top_k: int, where: dict[str, Any] | None) -> list[NodeWithScore]:
         if self.engine is None:
             return []
@@ -331,20 +356,32 @@ def matches(metadata: dict[str, Any], where: dict[str, Any]) -> bool:
     return True
 
 
-def fuse(rankings: list[list[NodeWithScore]], top_k: int) -> list[NodeWithScore]:
-    """Reciprocal rank fusion; scores are scaled so a chunk ranked first by every list scores 1."""
+def fuse(
+    rankings: list[list[NodeWithScore]], top_k: int, weights: Sequence[float] | None = None
+) -> list[NodeWithScore]:
+    """Reciprocal rank fusion, each list counting by its weight (1 by default); scores are scaled
+    so a chunk ranked first by every list scores 1."""
+    weights = list(weights or [1.0] * len(rankings))
     scores: dict[str, float] = {}
     nodes: dict[str, NodeWithScore] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights, strict=True):
         for rank, hit in enumerate(ranking, 1):
-            scores[hit.node.node_id] = scores.get(hit.node.node_id, 0.0) + 1.0 / (RRF_K + rank)
+            score = weight / (RRF_K + rank)
+            scores[hit.node.node_id] = scores.get(hit.node.node_id, 0.0) + score
             nodes.setdefault(hit.node.node_id, hit)
-    best = len(rankings) / (RRF_K + 1)
+    best = sum(weights) / (RRF_K + 1)
     ordered = sorted(scores, key=lambda node_id: scores[node_id], reverse=True)
     chosen = ordered[:top_k]
     # Each list's first hit is kept: a chunk only keyword search finds (the one passage with a
     # rare word, a quoted line) would otherwise lose to chunks both lists rank in the middle.
-    heads = list(dict.fromkeys(ranking[0].node.node_id for ranking in rankings if ranking))
+    # (Of a list heard in full: a half-heard one's first hit is only its best stray match.)
+    heads = list(
+        dict.fromkeys(
+            ranking[0].node.node_id
+            for ranking, weight in zip(rankings, weights, strict=True)
+            if ranking and weight >= 1.0
+        )
+    )
     for head in [h for h in heads if h not in chosen]:
         others = [i for i in chosen if i not in heads]
         if not others:
@@ -414,8 +451,10 @@ class Retriever:
         vector_hits = self.store.query(self.embedder.get_query_embedding(query), pool, where)
         if self.mode == "vector":
             return vector_hits
-        keyword_hits = self.keyword_index().search(query, pool, where)
-        return fuse([vector_hits, keyword_hits], top_k)
+        keywords = self.keyword_index()
+        keyword_hits = keywords.search(query, pool, where)
+        heard = min(1.0, keywords.known_share(query) / KEYWORDS_HEARD)
+        return fuse([vector_hits, keyword_hits], top_k, [1.0, heard])
 
     def search(self, query: str, top_k: int, where: dict[str, Any] | None = None) -> list[Source]:
         return [to_source(hit) for hit in self.retrieve(query, top_k, where)]

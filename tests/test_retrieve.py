@@ -137,6 +137,32 @@ def test_fusion_keeps_the_first_hit_of_each_list() -> None:
     assert "rare" in fused and "a" in fused and len(fused) == 3
 
 
+def test_keywords_count_for_as_much_of_the_question_as_the_collection_knows() -> None:
+    """A question in another language than the documents (a Russian one, English notes): keyword
+    search matches only stray words, and the vector list decides; an English one is heard in full."""
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from rag.retrieve import KEYWORDS_HEARD, KeywordIndex
+
+    def hits(*ids: str) -> list[NodeWithScore]:
+        return [NodeWithScore(node=TextNode(id_=i, text=i), score=1.0) for i in ids]
+
+    texts = ["The author wrote his first programs on an IBM 1401.", "Стейк «Рибай» 100г | 1200"]
+    keywords = KeywordIndex(["essay", "menu"], texts, [{"file": "e.md"}, {"file": "m.md"}])
+    english = keywords.known_share("What did the author write his first programs on?")
+    assert english >= KEYWORDS_HEARD  # "write" is not "wrote"; the rest is there
+    assert (
+        keywords.known_share("How much is the ribeye steak?") == 1.0
+    )  # its skeleton, across scripts
+    assert keywords.known_share("На чём автор писал свои первые программы?") == 0.0
+
+    vector, keyword = hits("a", "b", "c", "d"), hits("stray", "d", "c")
+    unheard = [hit.node.node_id for hit in fuse([vector, keyword], 3, [1.0, 0.0])]
+    assert unheard == ["a", "b", "c"]  # neither the stray first keyword hit nor agreement counts
+    heard = [hit.node.node_id for hit in fuse([vector, keyword], 3, [1.0, 1.0])]
+    assert "stray" in heard
+
+
 def test_a_pasted_line_ranks_the_chunk_that_prints_it_above_near_copies() -> None:
     from rag.retrieve import KeywordIndex
 
