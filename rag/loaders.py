@@ -334,6 +334,12 @@ def _load_pdf(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
         warnings.append(f"{name}: skipped unreadable page(s) {_ranges(broken)} of {page_count}")
     if unread:
         warnings.append(f"{name}: OCR could not read page(s) {_ranges(unread)} of {page_count}")
+    if sparse and ocr is not None and ocr.languages is None:  # a scanned page may be among them
+        numbers = [page.page or 0 for page in sparse]
+        warnings.append(
+            f"{name}: page(s) {_ranges(numbers)} of {page_count} have almost no text and were "
+            f"not read by OCR; {ocr.off}"
+        )
     return LoadedFile(pages=pages, metadata={"pages": page_count}, warnings=warnings)
 
 

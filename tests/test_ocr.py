@@ -128,9 +128,13 @@ def test_without_tesseract_a_scan_is_refused_with_the_install_hint(
     monkeypatch.setenv("PATH", str(tmp_path))  # no tesseract on it
     with pytest.raises(FileRefused, match=r"install tesseract-ocr \(apt install tesseract-ocr"):
         load_bytes(scanned(SENTENCE), "scan.pdf")
-    # A mixed PDF keeps its text pages.
+    # A mixed PDF keeps its text pages, and says which pages it could not read and why.
     text = pdf_bytes(["The opening hours of the museum are nine to five on weekdays."])
-    assert [page.page for page in load_bytes(joined(text, scanned(SENTENCE)), "m.pdf").pages] == [1]
+    mixed = load_bytes(joined(text, scanned(SENTENCE)), "m.pdf")
+    assert [page.page for page in mixed.pages] == [1]
+    [warning] = mixed.warnings
+    assert warning.startswith("m.pdf: page(s) 2 of 2 have almost no text and were not read by OCR")
+    assert "install tesseract-ocr" in warning
 
 
 def test_a_picture_without_words_is_refused_as_such(corpus: Path) -> None:
