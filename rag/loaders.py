@@ -241,9 +241,7 @@ def _load_csv(text: str, name: str, delimiter: str | None) -> LoadedFile:
             name, f"the CSV is malformed at line {reader.line_num} ({error})"
         ) from None
     builder = PageText()
-    for number, line in table.lines:
-        builder.mark(f"row {number}")
-        builder.line(line)
+    builder.rows(table.lines, lambda row: f"row {row}")
     return _loaded_page(builder.page(cut_at_lines=True), name)
 
 

@@ -76,10 +76,7 @@ class _HtmlReader(HTMLParser):
             self.row = None
         elif tag == "table" and self.tables:
             table = self.tables.pop()
-            self.out.paragraph()
-            for _, line in table.lines:
-                self.out.line(line)
-            self.out.paragraph()
+            self.out.rows(table.lines)
             self.has_table = self.has_table or bool(table.lines)
         elif tag in self.HEADINGS:
             heading = " ".join("".join(self.buffer).split())

@@ -100,10 +100,7 @@ def _write_table(text: PageText, rows: Iterator[list[Any]]) -> None:
     table = Table()
     for number, cells in enumerate(rows, 1):
         table.add(number, cells)
-    text.paragraph()
-    for _, line in table.lines:
-        text.line(line)
-    text.paragraph()
+    text.rows(table.lines)
 
 
 # --- PowerPoint -------------------------------------------------------------------------------------
@@ -179,16 +176,11 @@ def load_xlsx(data: bytes, name: str) -> LoadedFile:
                 table = Table()
                 for row_number, cells in enumerate(sheet.iter_rows(min_row=1), 1):
                     table.add(row_number, [shown_value(cell) for cell in cells])
-                text = PageText()
-                for row_number, line in table.lines:
-                    text.mark(f"sheet “{sheet.title}”, row {row_number}")
-                    text.line(line)
+                text, where = PageText(), f"sheet “{sheet.title}”"
+                text.rows(table.lines, lambda row, where=where: f"{where}, row {row}")
                 pages.append(
                     text.page(
-                        page=number,
-                        page_label=sheet.title,
-                        location=f"sheet “{sheet.title}”",
-                        cut_at_lines=True,
+                        page=number, page_label=sheet.title, location=where, cut_at_lines=True
                     )
                 )
         finally:

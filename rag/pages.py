@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,18 @@ class PageText:
         """A blank line before the next line (between paragraphs, around a table)."""
         if self.parts:
             self.gap = "\n\n"
+
+    def rows(
+        self, rows: Iterable[tuple[int, str]], label: Callable[[int], str] | None = None
+    ) -> None:
+        """A table's (row number, line) rows, a blank line around them; `label(number)` marks
+        each row ("row 7") when rows are what a citation names."""
+        self.paragraph()
+        for number, line in rows:
+            if label is not None:
+                self.mark(label(number))
+            self.line(line)
+        self.paragraph()
 
     @property
     def text(self) -> str:
