@@ -218,7 +218,8 @@ def _load_csv(text: str, name: str, delimiter: str | None) -> LoadedFile:
     """One line per row, each cell under its column's header; each row cited by its number."""
     import csv
 
-    for number, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
         if len(line) > MAX_CSV_LINE_CHARS:
             raise FileRefused(
                 name,
@@ -232,7 +233,7 @@ def _load_csv(text: str, name: str, delimiter: str | None) -> LoadedFile:
             delimiter = ","  # one column, or too irregular to tell: the usual comma
     csv.field_size_limit(MAX_CSV_LINE_CHARS)
     table = Table()
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
         for cells in reader:
             table.add(reader.line_num, cells)
@@ -285,7 +286,7 @@ def _load_pdf(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
         raise FileRefused(name, _over_limits(error)) from None
     except Exception as error:  # noqa: BLE001 - hostile PDFs make pypdf raise anything at all
         raise FileRefused(
-            name, f"the PDF is damaged and cannot be read ({_short(error)})"
+            name, f"the PDF is damaged and cannot be read ({short_error(error)})"
         ) from None
     if page_count == 0:
         raise FileRefused(name, "the PDF has no pages")
@@ -355,9 +356,9 @@ def _read_scans(data: bytes, sparse: list[Page], ocr: Ocr | None) -> tuple[Ocr, 
     if ocr.languages is None:
         return ocr, []
     unread = []
-    numbers = [page.page or 0 for page in sparse]
-    for index, text in scans.read_pages(data, [n - 1 for n in numbers], ocr.languages):
-        position = numbers.index(index + 1)
+    indices = [(page.page or 1) - 1 for page in sparse]
+    # read_pages answers for each index, in order: the n-th answer is sparse[n]'s.
+    for position, (index, text) in enumerate(scans.read_pages(data, indices, ocr.languages)):
         if text is None:
             unread.append(index + 1)
             continue
@@ -370,7 +371,9 @@ def _read_scans(data: bytes, sparse: list[Page], ocr: Ocr | None) -> tuple[Ocr, 
 
 def _over_limits(error: BaseException) -> str:
     """For pypdf's LimitReachedError: a stream inflating past 75 MB, a page tree 100 deep..."""
-    detail = re.sub(r", \d{9,}\)", ")", _short(error))  # no memory addresses of pypdf's objects
+    detail = re.sub(
+        r", \d{9,}\)", ")", short_error(error)
+    )  # no memory addresses of pypdf's objects
     return f"the PDF is damaged or hostile: it trips a safety limit of the PDF reader ({detail})"
 
 
@@ -388,7 +391,8 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(spans)
 
 
-def _short(error: BaseException) -> str:
+def short_error(error: BaseException) -> str:
+    """An exception as a short reason: its type and the start of its first line."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     kind = type(error).__name__
     return f"{kind}: {message[:120]}" if message else kind

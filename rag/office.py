@@ -13,6 +13,7 @@ from io import BytesIO
 from typing import Any
 
 from rag.errors import FileRefused
+from rag.loaders import short_error
 from rag.markup import read_html
 from rag.pages import LoadedFile, Page, PageText
 from rag.tables import Table, cell_text
@@ -43,9 +44,7 @@ def open_zip(data: bytes, name: str, kind: str) -> zipfile.ZipFile:
 
 
 def _damaged(name: str, kind: str, error: BaseException) -> FileRefused:
-    detail = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
-    reason = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
-    return FileRefused(name, f"the {kind} is damaged and cannot be read ({reason})")
+    return FileRefused(name, f"the {kind} is damaged and cannot be read ({short_error(error)})")
 
 
 def _loaded(read: list[Page], name: str, kind: str, **metadata: Any) -> LoadedFile:

@@ -62,11 +62,11 @@ class Table:
 
 def head_before_rows(text: str) -> str:
     """The part of `text` before its first table row: a table's rows are not its title."""
-    end = len(text)
+    start = 0
     for line in text.splitlines(keepends=True):
         if CELL_SEPARATOR in line:
-            return text[: len(text) - end]
-        end -= len(line)
+            return text[:start]
+        start += len(line)
     return text
 
 
