@@ -13,7 +13,7 @@ from llama_index.core.schema import NodeWithScore
 from rag.calibration import DEFAULT_CALIBRATION, Calibration
 from rag.loaders import document_title
 from rag.pages import tidy
-from rag.retrieve import cite, locate, to_source
+from rag.retrieve import chunk_start, cite, locate, to_source
 from rag.text import CYRILLIC, SENTENCE_END, skeleton, stems_of, stopwords, tokenize
 from rag.verify import names
 
@@ -946,8 +946,8 @@ def _text(candidate: _Candidate) -> str:
 
 def _page_span(candidate: _Candidate) -> tuple[int, int] | None:
     """[start, end) of the span in its page's stored text; None for an index without offsets."""
-    start = candidate.hit.node.metadata.get("start_char")
-    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+    start = chunk_start(candidate.hit.node.metadata)
+    if start is None:
         return None
     end = candidate.mended[1] if candidate.mended is not None else start + candidate.end
     return start + candidate.start, end

@@ -106,13 +106,16 @@ def to_source(hit: NodeWithScore) -> Source:
         score=round(float(hit.score or 0.0), 4),
         text=hit.node.get_content(),
         file_id=str(metadata.get("file_id", "")),
-        location=locate(metadata, _start(metadata)),
+        location=locate(metadata, chunk_start(metadata)),
     )
 
 
-def _start(metadata: dict[str, Any]) -> int | None:
+def chunk_start(metadata: dict[str, Any]) -> int | None:
+    """Where a chunk starts in its page's stored text; None for an index without offsets."""
     start = metadata.get("start_char")
-    return start if isinstance(start, int) and start >= 0 else None
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        return None
+    return start
 
 
 # --- keyword search -----------------------------------------------------------------------------------
