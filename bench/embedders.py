@@ -31,6 +31,7 @@ CANDIDATES = {
     "minilm": ("bundled:all-MiniLM-L6-v2", "MiniLM"),
     "use": ("bundled:use-multilingual", "USE-m"),
     "e5": ("bundled:multilingual-e5-small", "e5-small"),
+    "multilingual": ("bundled:multilingual", "USE-m+e5"),
 }
 
 

@@ -19,6 +19,7 @@ from rag.errors import FileRefused, FileTooLarge
 from rag.markup import html_to_text, read_html
 from rag.ocr import Ocr
 from rag.pages import LoadedFile, Page, PageText, tidy
+from rag.price_lists import Line, as_price_list
 from rag.tables import Table
 
 PDF_SUFFIXES = {".pdf"}
@@ -132,6 +133,13 @@ def document_title(name: str) -> str:
     last = name.rsplit("/", 1)[-1]
     stem = name.rsplit(".", 1)[0] if "." in last else name
     return " ".join(part for part in re.split(r"[/\\_\-.\s]+", stem) if part)
+
+
+def searched_text(file: str, text: str, section: str | None = None) -> str:
+    """A chunk as search sees it (the embedder and BM25 alike): its document's title, the heading
+    of the section it starts inside when the heading is above it (a menu's "Brussels beers" over
+    a chunk of its beers), then its text."""
+    return "\n".join(part for part in (document_title(file), section, text) if part)
 
 
 def is_supported(path: Path) -> bool:
@@ -298,7 +306,8 @@ def _load_pdf(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
     for index in range(page_count):
         try:
             pdf_page = reader.pages[index]
-            text = tidy(pdf_page.extract_text() or "")
+            raw, lines = _styled_text(pdf_page)
+            text = tidy(raw)
             label = reader.page_labels[index] if index < len(reader.page_labels) else str(index + 1)
         except LimitReachedError as error:  # e.g. a stream that inflates to gigabytes
             over_limits = over_limits or error
@@ -308,9 +317,12 @@ def _load_pdf(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
             broken.append(index + 1)
             continue
         page = Page(text=text, page=index + 1, page_label=label)
-        (pages if _letters(text) >= MIN_TEXT_CHARS else sparse).append(page)
+        if _letters(text) >= MIN_TEXT_CHARS:
+            pages.append(as_price_list(page, lines))
+        else:
+            sparse.append(page)
     ocr, unread = _read_scans(data, sparse, ocr) if sparse else (None, [])
-    pages += [page for page in sparse if page.text]
+    pages += [as_price_list(page) for page in sparse if page.text]
     pages.sort(key=lambda page: page.page or 0)
 
     letters = sum(_letters(page.text) for page in pages)
@@ -340,6 +352,38 @@ def _load_pdf(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
             f"not read by OCR; {ocr.off}"
         )
     return LoadedFile(pages=pages, metadata={"pages": page_count}, warnings=warnings)
+
+
+# A font whose name says it is heavier than the text's: a heading's.
+BOLD_FONT = re.compile(r"bold|black|heavy|demi|bx", re.IGNORECASE)  # TeX: CMBX, SFBX
+LARGER = 1.25  # a heading's type may also be this much larger than the page's usual size
+
+
+def _styled_text(pdf_page: Any) -> tuple[str, list[Line] | None]:
+    """A page's text, and its lines with whether each starts in emphasised type (bold, or
+    larger than the page's usual size); None where the runs do not line up with the text."""
+    runs: list[tuple[str, str, float]] = []
+
+    def visit(text: str, cm: Any, tm: Any, font: Any, size: Any) -> None:
+        if text and not text.isspace():
+            name = str(font.get("/BaseFont", "")) if isinstance(font, dict) else ""
+            scale = abs(float(tm[0])) if tm and tm[0] else 1.0
+            runs.append((text, name, float(size or 0) * scale))
+
+    raw = pdf_page.extract_text(visitor_text=visit) or ""
+    owners = [index for index, (text, _, _) in enumerate(runs) for c in text if not c.isspace()]
+    if not runs or len(owners) != sum(not c.isspace() for c in raw):
+        return raw, None
+    sizes = sorted(size for text, _, size in runs for c in text if not c.isspace())
+    usual = sizes[len(sizes) // 2]
+    lines, seen = [], 0
+    for text in raw.splitlines():
+        if text.strip():
+            _, name, size = runs[owners[seen]]
+            emphasised = bool(BOLD_FONT.search(name)) or (usual > 0 and size >= LARGER * usual)
+            lines.append(Line(text, emphasised))
+        seen += sum(not c.isspace() for c in text)
+    return raw, lines
 
 
 def _letters(text: str) -> int:

@@ -80,9 +80,8 @@ class _HtmlReader(HTMLParser):
             self.has_table = self.has_table or bool(table.lines)
         elif tag in self.HEADINGS:
             heading = " ".join("".join(self.buffer).split())
-            if heading:
-                self.out.mark(f"section “{heading}”")
-            self.flush()
+            self.buffer = []
+            self.out.heading(heading, f"section “{heading}”")
         elif tag in self.BLOCKS and self.cell is None:
             self.flush()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from io import BytesIO
 from typing import Any
 
@@ -75,8 +76,9 @@ def load_docx(data: bytes, name: str) -> LoadedFile:
             style = (block.style.name if block.style is not None else "") or ""
             if style.startswith(("Heading", "Title")) and block.text.strip():
                 text.paragraph()
-                text.mark(f"section “{' '.join(block.text.split())}”")
-            text.line(block.text)
+                text.heading(block.text, f"section “{' '.join(block.text.split())}”")
+            else:
+                text.line(block.text)
     except FileRefused:
         raise
     except Exception as error:  # noqa: BLE001 - a damaged part can make the library raise anything
@@ -245,14 +247,7 @@ def load_epub(data: bytes, name: str) -> LoadedFile:
             if page.text:
                 number = len(pages) + 1
                 pages.append(
-                    Page(
-                        text=page.text,
-                        page=number,
-                        page_label=str(number),
-                        location=f"chapter {number}",
-                        marks=page.marks,
-                        cut_at_lines=page.cut_at_lines,
-                    )
+                    replace(page, page=number, page_label=str(number), location=f"chapter {number}")
                 )
     except (KeyError, StopIteration, ElementTree.ParseError) as error:
         raise _damaged(name, kind, error) from None

@@ -27,6 +27,15 @@ class Page:
     marks: tuple[tuple[int, str], ...] = ()
     # Its lines are units (table rows): a chunk ends only at a line end, never inside a row.
     cut_at_lines: bool = False
+    # Where each section starts (at its heading line), and the heading, ascending.
+    sections: tuple[tuple[int, str], ...] = ()
+
+    def heading_above(self, start: int) -> str | None:
+        """The heading of the section `start` is in, when the heading is above it: what a chunk
+        that begins inside a section is searched under (the chunk holds no heading of its own)."""
+        before = [heading for offset, heading in self.sections if offset < start]
+        inside = [offset for offset, _ in self.sections if offset == start]
+        return before[-1] if before and not inside else None
 
 
 class PageText:
@@ -39,6 +48,7 @@ class PageText:
         self.parts: list[str] = []
         self.length = 0
         self.marks: list[tuple[int, str]] = []
+        self.sections: list[tuple[int, str]] = []
         self.gap = ""  # what goes before the next line: nothing, a line break or a blank line
 
     def mark(self, label: str) -> None:
@@ -48,6 +58,15 @@ class PageText:
             self.marks[-1] = (offset, label)  # nothing written under the previous mark
         else:
             self.marks.append((offset, label))
+
+    def heading(self, text: str, label: str) -> None:
+        """A section's heading line: marked with `label` (what a citation says) and remembered as
+        the heading the section's later chunks are searched under."""
+        heading = " ".join(text.split())
+        if heading:
+            self.mark(label)
+            self.sections.append((self.length + len(self.gap), tidy(heading)))
+            self.line(heading)
 
     def line(self, text: str) -> None:
         for piece in text.splitlines():
@@ -81,7 +100,8 @@ class PageText:
     def page(self, **fields: Any) -> Page:
         text = self.text
         marks = tuple((offset, label) for offset, label in self.marks if offset < len(text))
-        return Page(text=text, marks=marks, **fields)
+        sections = tuple(section for section in self.sections if section[0] < len(text))
+        return Page(text=text, marks=marks, sections=sections, **fields)
 
 
 @dataclass

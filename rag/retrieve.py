@@ -15,7 +15,8 @@ from typing import Any, Literal
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, TextNode
 
-from rag.loaders import document_title
+from rag.embeddings.ensemble import EnsembleEmbedding
+from rag.loaders import searched_text
 from rag.pages import tidy
 from rag.store import ChunkStore
 from rag.tables import head_before_rows
@@ -139,8 +140,8 @@ class KeywordChunk:
     @classmethod
     def read(cls, chunk_id: str, text: str, metadata: dict[str, Any]) -> KeywordChunk:
         file = str(metadata.get("file", ""))
-        # The same view of a chunk as the embedder's: its document's title, then its text.
-        seen = f"{document_title(file)} {text}"
+        # The same view of a chunk as the embedder's: its document's title, its section, its text.
+        seen = searched_text(file, text, str(metadata.get("section") or ""))
         # Interned: kept for the life of the index, and most tokens repeat a few thousand words.
         tokens = tuple(map(sys.intern, tokenize(seen) + cross_script_tokens(seen, "cyrillic")))
         head = None
@@ -451,13 +452,20 @@ class Retriever:
         if self.mode == "bm25":
             return self.keyword_index().search(query, top_k, where)
         pool = max(top_k * CANDIDATES, MIN_CANDIDATES) if self.mode == "hybrid" else top_k
-        vector_hits = self.store.query(self.embedder.get_query_embedding(query), pool, where)
+        vector_lists = [self.store.query(vector, pool, where) for vector in self._views(query)]
         if self.mode == "vector":
-            return vector_hits
+            return vector_lists[0] if len(vector_lists) == 1 else fuse(vector_lists, top_k)
         keywords = self.keyword_index()
         keyword_hits = keywords.search(query, pool, where)
         heard = min(1.0, keywords.known_share(query) / KEYWORDS_HEARD)
-        return fuse([vector_hits, keyword_hits], top_k, [1.0, heard])
+        return fuse([*vector_lists, keyword_hits], top_k, [1.0] * len(vector_lists) + [heard])
+
+    def _views(self, query: str) -> list[list[float]]:
+        """The question's search vectors: one, or one per model of an ensemble, each searched on
+        its own and fused by rank."""
+        if isinstance(self.embedder, EnsembleEmbedding):
+            return self.embedder.query_views(query)
+        return [self.embedder.get_query_embedding(query)]
 
     def search(self, query: str, top_k: int, where: dict[str, Any] | None = None) -> list[Source]:
         return [to_source(hit) for hit in self.retrieve(query, top_k, where)]

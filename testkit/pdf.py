@@ -16,22 +16,27 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
 
 
 def pdf_bytes(pages: list[str]) -> bytes:
-    """`pages` (one string per page, lines split on newlines) as a Helvetica text PDF."""
+    """`pages` (one string per page, lines split on newlines) as a Helvetica text PDF; a line
+    written as "**Heading**" is set in Helvetica-Bold."""
     objects: list[bytes] = []
-    page_ids = [4 + 2 * i for i in range(len(pages))]
+    page_ids = [5 + 2 * i for i in range(len(pages))]
     objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
     kids = " ".join(f"{pid} 0 R" for pid in page_ids)
     objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode())
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold >>")
     for index, text in enumerate(pages):
-        lines = ["BT", "/F1 11 Tf", "14 TL", "72 760 Td"]
-        lines += [f"({_escape(line)}) Tj T*" for line in text.splitlines() or [""]]
+        lines = ["BT", "14 TL", "72 760 Td"]
+        for line in text.splitlines() or [""]:
+            bold = line.startswith("**") and line.endswith("**") and len(line) > 4
+            font = "/F2" if bold else "/F1"
+            lines.append(f"{font} 11 Tf ({_escape(line[2:-2] if bold else line)}) Tj T*")
         lines.append("ET")
         stream = "\n".join(lines).encode("latin-1")
         content_id = page_ids[index] + 1
         objects.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {content_id} 0 R >>".encode()
+            f"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> /Contents {content_id} 0 R >>".encode()
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     return pdf_from_objects(objects)

@@ -15,6 +15,7 @@ import pytest
 from rag.config import Settings
 from rag.embeddings import (
     E5Embedding,
+    EnsembleEmbedding,
     UseEmbedding,
     build_embedder,
     bundled_model_dir,
@@ -169,11 +170,11 @@ def test_each_embedder_gives_the_index_its_own_fingerprint(tmp_path: Path) -> No
 
 
 def test_each_bundled_embedder_is_documented_with_the_rebuild_it_needs() -> None:
-    from rag.embeddings import BUNDLED_MODELS
+    from rag.embeddings import BUNDLED_MODELS, ENSEMBLES
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     row = next(line for line in readme.splitlines() if line.startswith("| `RAG_EMBED_MODEL` |"))
-    for name in BUNDLED_MODELS:
+    for name in [*BUNDLED_MODELS, *ENSEMBLES]:
         assert f"bundled:{name}" in row, f"bundled:{name}: not in README's RAG_EMBED_MODEL row"
     assert "rag ingest --rebuild" in row
     upgrading = readme.split("### Upgrading", 1)[1].split("\n### ", 1)[0]
@@ -228,3 +229,80 @@ def test_other_embedders_get_minilms_calibration(tmp_path: Path) -> None:
     # An Ollama model declares none: MiniLM's (a sentence-transformers model alike).
     ollama = build_embedder(settings.model_copy(update={"embed_model": "ollama:nomic-embed-text"}))
     assert calibration_of(ollama) == DEFAULT_CALIBRATION
+
+
+# --- the ensemble: USE-m and e5 side by side ------------------------------------------------------
+
+MULTILINGUAL = "bundled:multilingual"
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory: pytest.TempPathFactory) -> EnsembleEmbedding:
+    model = build_embedder(
+        Settings(embed_model=MULTILINGUAL, storage_dir=tmp_path_factory.mktemp("ensemble"))
+    )
+    assert isinstance(model, EnsembleEmbedding)
+    return model
+
+
+def test_the_ensemble_stores_both_models_vectors_side_by_side(ensemble: EnsembleEmbedding) -> None:
+    use_part, e5_part = ensemble.parts
+    assert (use_part.model_name, e5_part.model_name) == (USE_M, E5)
+    assert ensemble.dimension == 512 + 384
+    text = "Шоколадный торт 160г | 360"
+    joint = np.array(ensemble.get_text_embedding(text))
+    assert abs(float(joint @ joint) - 1.0) < 1e-4
+    use_share, e5_share = ensemble.shares
+    assert abs(use_share + e5_share - 1.0) < 1e-9
+    assert e5_share > use_share  # e5's cosines spread over a narrower band: it weighs more
+    assert np.allclose(
+        joint[:512], np.sqrt(use_share) * np.array(use_part.get_text_embedding(text))
+    )
+    assert np.allclose(joint[512:], np.sqrt(e5_share) * np.array(e5_part.get_text_embedding(text)))
+
+
+def test_each_view_of_a_question_ranks_by_its_own_model_alone(ensemble: EnsembleEmbedding) -> None:
+    texts = ["Шоколадный торт 160г | 360", "Медовик 160г | 280", "The ferry leaves every hour"]
+    question = "What does the chocolate cake cost?"
+    stored = np.array(ensemble.get_text_embedding_batch(texts))
+    for view, part, share in zip(
+        ensemble.query_views(question), ensemble.parts, ensemble.shares, strict=True
+    ):
+        alone = np.array(part.get_text_embedding_batch(texts)) @ np.array(
+            part.get_query_embedding(question)
+        )
+        assert np.allclose(stored @ np.array(view), np.sqrt(share) * alone, atol=1e-5)
+
+
+def test_the_ensembles_calibration_is_its_models_weighted_alike(
+    ensemble: EnsembleEmbedding,
+) -> None:
+    from rag.embeddings import ENSEMBLES, calibration_of
+
+    calibration = calibration_of(ensemble)
+    assert calibration.min_confidence == ENSEMBLES["multilingual"].min_confidence
+    use_share, e5_share = ensemble.shares
+    assert calibration.similarity_floor == pytest.approx(e5_share * e5.CALIBRATION.similarity_floor)
+    assert calibration.similarity_ceiling == pytest.approx(
+        use_share * use.CALIBRATION.similarity_ceiling + e5_share
+    )
+
+
+def test_search_with_the_ensemble_finds_a_russian_line_from_an_english_question(
+    tmp_path: Path, corpus: Path
+) -> None:
+    from rag.index import Index
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "bosfor.pdf").write_bytes(
+        (corpus / "menus" / "bosfor-restaurant-menu.pdf").read_bytes()
+    )
+    index = Index(Settings(storage_dir=tmp_path / "storage", embed_model=MULTILINGUAL))
+    try:
+        assert index.ingest([data]).ok
+        assert index.collection().fingerprint.describe() == f"{MULTILINGUAL} (896 dims)"
+        hits = index.search("How much is the seafood risotto?", 5)
+        assert any("Ризотто с морепродуктами" in hit.text for hit in hits)
+    finally:
+        index.close()

@@ -1,0 +1,165 @@
+"""Menus and price lists: each priced item of a page becomes one line, its section a heading that its rows are searched and cited under."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from rag.pages import Page, PageText, tidy
+
+# A price ends the line: "3.50e", "€ 3,50", "| 890", "1 260" (thousands apart), "12 kr", "$5".
+_AMOUNT = r"(?:\d{1,3}(?:[ \u00a0\u202f]\d{3})+|\d+(?:[.,]\d{1,2})?)"
+_SYMBOL = r"[€$£₽¥]"
+_UNIT = rf"(?:{_SYMBOL}|eur(?:os?)?|e|руб\.?|р\.?|kr\.?|nok|sek|dkk|chf|zł|,-)"
+PRICED = re.compile(rf"(?:^|[\s|:·…]){_SYMBOL}?\s?{_AMOUNT}\s?{_UNIT}?\s*$", re.IGNORECASE)
+BARE_PRICE = re.compile(rf"\s*{_SYMBOL}?\s?{_AMOUNT}\s?{_UNIT}?\s*", re.IGNORECASE)
+LETTER = re.compile(r"[^\W\d_]")
+
+# A page is a price list when at least this many lines, and this share of its lines, end in a
+# price: a page of prose with a few figures at line ends stays prose.
+MIN_ROWS = 4
+MIN_SHARE = 0.3
+# A heading is short; a longer line between items is a note ("All prices include taxes").
+MAX_HEADING_CHARS = 60
+MAX_NAME_LINES = 3  # lines an item's name may wrap over before its price
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a page, and whether its type stands out (bold, or larger than the items')."""
+
+    text: str
+    emphasised: bool | None = None  # None: the file does not say (OCR, plain text)
+
+
+FIGURES = re.compile(r"[\d.,:/%()+\-–]+")  # a token that is only a figure ("2016", "2,839")
+
+
+def is_priced(text: str) -> bool:
+    """Whether a line names something and ends in its price: not an index entry ("Atlas, 24"), a
+    contents line ("Overview ..... 6") or a row of figures ("March 2016 58 2,839 5 14")."""
+    match = PRICED.search(text)
+    if match is None:
+        return False
+    head = text[: match.start()].rstrip()
+    return (
+        not head.endswith((",", ".", "…"))
+        and len(LETTER.findall(head)) >= 2
+        and sum(bool(FIGURES.fullmatch(token)) for token in head.split()) <= 2
+    )
+
+
+def as_price_list(page: Page, lines: Sequence[Line] | None = None) -> Page:
+    """The page rewritten as rows when it reads as a menu or price list, else unchanged.
+
+    Each priced item becomes one line: its name joined when it wraps ("Quattro formaggi" / "with
+    gorgonzola 11.00"), its price when it stands alone. Chunks are then cut only between lines
+    (`cut_at_lines`), so no chunk cuts an item from its price. Each section's heading is one line,
+    marked: a citation of a row names its section ("page 2, section “Pizzas”"), and search reads a
+    chunk that starts inside a section under its heading (`Page.heading_above`). The heading
+    is not repeated on every row: repeated, it outweighs the item in the row's embedding
+    (bench/retrieval.py: menus+jobs MRR 0.751 once, 0.684 repeated, with bundled:multilingual).
+    `lines` carry the type's emphasis where the file says (PDF fonts); without it, headings and
+    wrapped names are told apart by their letters.
+    """
+    lines = list(lines) if lines is not None else [Line(text) for text in page.text.splitlines()]
+    lines = _join_bare_prices([line for line in lines if line.text.strip()])
+    priced = [is_priced(line.text) for line in lines]
+    if sum(priced) < MIN_ROWS or sum(priced) < MIN_SHARE * len(lines):
+        return page
+    emphasis = _emphasis_meaningful(lines, priced)
+    where = page.location or (f"page {page.page}" if page.page is not None else None)
+    out = PageText()
+    waiting: list[Line] = []  # lines since the last row
+    for line, is_row in zip(lines, priced, strict=True):
+        if not is_row:
+            waiting.append(line)
+            continue
+        notes, heading, name = _split_waiting(waiting, line.text, emphasis)
+        waiting = []
+        for note in notes:
+            out.line(note.text)
+        if heading:
+            section = " / ".join(tidy(part.text) for part in heading)
+            out.heading(
+                section, f"{where}, section “{section}”" if where else f"section “{section}”"
+            )
+        out.line(" ".join(tidy(part.text) for part in [*name, line]))
+    for note in waiting:
+        out.line(note.text)
+    rebuilt = out.page()
+    return replace(
+        page, text=rebuilt.text, marks=rebuilt.marks, sections=rebuilt.sections, cut_at_lines=True
+    )
+
+
+def _join_bare_prices(lines: list[Line]) -> list[Line]:
+    """A price alone on its line belongs to the line before it ("Zacapa XO" / "1 250")."""
+    joined: list[Line] = []
+    for line in lines:
+        if joined and BARE_PRICE.fullmatch(line.text) and not is_priced(joined[-1].text):
+            joined[-1] = replace(joined[-1], text=f"{joined[-1].text.rstrip()} {line.text.strip()}")
+        else:
+            joined.append(line)
+    return joined
+
+
+def _emphasis_meaningful(lines: list[Line], priced: list[bool]) -> bool:
+    """Emphasis tells headings from items only where the file says it and items are plain."""
+    rows = [line for line, is_row in zip(lines, priced, strict=True) if is_row]
+    if any(line.emphasised is None for line in lines):
+        return False
+    return sum(bool(line.emphasised) for line in rows) < len(rows) / 2
+
+
+def _split_waiting(
+    waiting: list[Line], row: str, emphasis: bool
+) -> tuple[list[Line], list[Line], list[Line]]:
+    """The lines between two rows as (notes, heading, the next item's wrapped name)."""
+    rest = list(waiting)
+    name: list[Line] = []
+    if emphasis:
+        while (
+            rest
+            and len(name) < MAX_NAME_LINES
+            and (not rest[-1].emphasised or _runs_on(rest[-1]))
+            and _short(rest[-1])
+        ):
+            name.insert(0, rest.pop())
+        heading: list[Line] = []
+        while rest and rest[-1].emphasised and _short(rest[-1]) and not _runs_on(rest[-1]):
+            heading.insert(0, rest.pop())
+        return rest, heading, name
+    # Without emphasis: a row that starts in lower case (or with a figure) goes on from the line
+    # before it ("Ризотто" / "с морепродуктами 230г | 580"); a short line before a row that
+    # starts a new name is a heading.
+    following = row
+    while rest and len(name) < MAX_NAME_LINES - 1 and _continues(following) and _short(rest[-1]):
+        name.insert(0, rest.pop())
+        following = name[0].text
+    heading = []
+    while (
+        rest
+        and len(heading) < 2
+        and _short(rest[-1])
+        and not _runs_on(rest[-1])
+        and not rest[-1].text.rstrip().endswith(".")
+    ):
+        heading.insert(0, rest.pop())
+    return rest, heading, name
+
+
+def _short(line: Line) -> bool:
+    return len(line.text.strip()) <= MAX_HEADING_CHARS
+
+
+def _runs_on(line: Line) -> bool:
+    """A line cut in the middle of a phrase ("Салат с крабом," / "shpi-"): never a heading."""
+    return line.text.rstrip().endswith((",", "-", "–", "&", "+"))
+
+
+def _continues(text: str) -> bool:
+    """A line that goes on from the one before: it starts in lower case or with a figure."""
+    first = text.lstrip()[:1]
+    return bool(first) and (first.islower() or first.isdigit())
