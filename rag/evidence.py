@@ -13,6 +13,7 @@ from llama_index.core.schema import NodeWithScore
 from rag.calibration import DEFAULT_CALIBRATION, Calibration
 from rag.loaders import document_title
 from rag.pages import tidy
+from rag.price_lists import PRICED, is_priced
 from rag.retrieve import chunk_start, cite, locate, to_source
 from rag.text import CYRILLIC, SENTENCE_END, skeleton, stems_of, stopwords, tokenize
 from rag.verify import names
@@ -73,9 +74,6 @@ LIST_MIN_ITEMS = 3
 PRICE_LINE = re.compile(
     r"^(?=.*\d)(?:[\d\s.,|/×x%◦°€$£₽()+-]|г|гр|кг|мл|л|шт|ml|cl|g|kg|l|e)+$", re.I
 )
-# A line ending in a price: a bare number, maybe with its currency ("290", "3.50e", "| 1650"),
-# not a size or a strength ("400 ml", "5%"). What follows it is another item.
-PRICE_END = re.compile(r"(?:^|[\s|])\d[\d\s.,]*(?:e|€|\$|£|₽|руб\.?)?$", re.I)
 ENDS = re.compile(r"[.!?:;)»\"”\]]$|\d\S{0,3}$")
 DIGIT = re.compile(r"\d")
 TABLE_ROW_NUMBERS = 3
@@ -292,7 +290,7 @@ def _joins(previous: str, line: str, text: str, prev_end: int, start: int) -> bo
         return record.group(1) == this.group(1) and previous.count("\n") < RECORD_LINES - 1
     # A menu item whose strength, size or price is printed on the lines below it, until its
     # price: "Primator Premium 5%" over "400 ml" over "350".
-    priced = bool(PRICE_END.search(previous.rsplit("\n", 1)[-1]))
+    priced = bool(PRICED.search(previous.rsplit("\n", 1)[-1]))
     if PRICE_LINE.match(line) and not priced:
         return True
     if OPERATOR_END.search(previous) and DIGIT.search(previous) and not LIST_ITEM.match(line):
@@ -522,6 +520,7 @@ class _Candidate:
     informative: bool = True
     score: float = 0.0
     subject: list[Term] = field(default_factory=list)
+    item: bool = False  # a priced line: one item of a list (a menu, a price list)
     scoped: bool = False  # its file is about a name the question uses
     # The question's terms in the keys of its key: value lines.
     keyed: set[str] = field(default_factory=set)
@@ -655,6 +654,7 @@ def select(
         spans = units(text)
         lines = [text[s:e] for s, e in spans]
         owns = [matcher.matched(line) for line in lines]
+        priced = [is_priced(line) for line in lines]
         heading: set[str] = set()  # the terms of the heading over the current section
         for position, (start, end) in enumerate(spans):
             following = lines[position + 1] if position + 1 < len(lines) else ""
@@ -663,9 +663,11 @@ def select(
                 heading = owns[position]
             neighbours: set[str] = set(heading)
             for other in (position - 1, position + 1):
-                if 0 <= other < len(spans):
+                # Two priced lines are two items of a list: one's name says nothing of the other.
+                if 0 <= other < len(spans) and not (priced[position] and priced[other]):
                     neighbours |= owns[other]
             candidate = _Candidate(rank, hit, start, end, owns[position], neighbours, file)
+            candidate.item = priced[position]
             keys = KEYS.findall(lines[position])
             if keys:
                 candidate.keyed = matcher.matched(" ".join(keys), False)
@@ -692,7 +694,9 @@ def select(
         if subject:
             own = {t.stem for t in subject if t.stem in candidate.own}
             near = {t.stem for t in subject if t.stem in candidate.context} - own
-            elsewhere = (mentioned - own) - near
+            # An item of a list is what its line and its section say: a name mentioned elsewhere
+            # in its file is another item's ("Corona Extra" two lines above "Primator 5%").
+            elsewhere = set() if candidate.item else (mentioned - own) - near
             # The lines around a span help it, and so does a name its file mentions elsewhere (a
             # CV names its person once, at the top), but less than the span's own words.
             candidate.coverage = (

@@ -8,8 +8,9 @@ from dataclasses import dataclass, replace
 
 from rag.pages import Page, PageText, tidy
 
-# A price ends the line: "3.50e", "€ 3,50", "| 890", "1 260" (thousands apart), "12 kr", "$5".
-_AMOUNT = r"(?:\d{1,3}(?:[ \u00a0\u202f]\d{3})+|\d+(?:[.,]\d{1,2})?)"
+# A price ends the line: "3.50e", "€ 3,50", "| 890", "1 260" or "1,260.00" (thousands), "12 kr",
+# "$5". Not a size or a strength ("400 ml", "5%"): what follows a priced line is another item.
+_AMOUNT = r"(?:\d{1,3}(?:[ \u00a0\u202f,]\d{3})+(?:\.\d{1,2})?|\d+(?:[.,]\d{1,2})?)"
 _SYMBOL = r"[€$£₽¥]"
 _UNIT = rf"(?:{_SYMBOL}|eur(?:os?)?|e|руб\.?|р\.?|kr\.?|nok|sek|dkk|chf|zł|,-)"
 PRICED = re.compile(rf"(?:^|[\s|:·…]){_SYMBOL}?\s?{_AMOUNT}\s?{_UNIT}?\s*$", re.IGNORECASE)

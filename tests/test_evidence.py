@@ -546,3 +546,14 @@ def test_a_title_no_passage_holds_is_unknown_though_its_words_are_known(
         assert not findings.answerable, (findings.confidence, findings.evidence[:1])
     finally:
         index.close()
+
+
+def test_an_item_of_a_list_does_not_borrow_another_items_name(corpus_index: Index) -> None:
+    """Bosfor prints no strength for its Corona Extra; the strength of the draft beer a few
+    lines below it is not the Corona's."""
+    engine = evidence_engine(corpus_index)
+    refused = engine.find_evidence("What is the alcohol percentage of the Corona Extra at Bosfor?")
+    assert not refused.answerable
+    answered = engine.find_evidence("How strong is the Primator Premium at Bosfor?")
+    assert answered.answerable, answered.reason
+    assert answered.evidence[0].quote == "Primator Premium 5% 400 ml 350"
