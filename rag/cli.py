@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one object")
     evaluate.add_argument("--report", type=Path, help="write per-question results (JSONL) here")
 
+    records = commands.add_parser(
+        "records", parents=[common], help="list the items the documents list (menus, price lists)"
+    )
+    records.add_argument("--json", action="store_true", help="print one JSON object a record")
+
     remove = commands.add_parser("remove", parents=[common], help="drop one file from the index")
     remove.add_argument("file", help="the name shown by search/status, or the file's path")
     return parser
@@ -323,6 +328,34 @@ def _profile_and_llm(index: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     return profile, build_llm(settings)
 
 
+def cmd_records(index: Any, args: argparse.Namespace) -> int:
+    records = index.records()
+    if args.json:
+        for record in records:
+            print(json.dumps(record.to_json(), ensure_ascii=False))
+        return EXIT_OK
+    if not records:
+        print(
+            f"no records in collection {index.default_collection!r}: records are the items of "
+            "menus and price lists, and of tables with a price; files indexed by an older version "
+            "get theirs with `rag ingest --rebuild`"
+        )
+        return EXIT_OK
+    for record in records:
+        fields = record.fields
+        price = f"{fields['price']:g}" + (f" {fields['currency']}" if "currency" in fields else "")
+        details = [
+            f"{fields['strength']:g}%" if "strength" in fields else "",
+            str(fields.get("size", "")),
+            ", ".join(fields.get("dietary", [])),
+        ]
+        extra = "; ".join(detail for detail in details if detail)
+        print(f"{record.name} | {price}" + (f" | {extra}" if extra else ""))
+        print(f"   {record.citation()}")
+    print(f"{len(records)} records in collection {index.default_collection!r}")
+    return EXIT_OK
+
+
 def cmd_remove(index: Any, args: argparse.Namespace) -> int:
     for name in index.remove(args.file):
         print(f"removed {name} from collection {index.default_collection!r}")
@@ -334,6 +367,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "status": cmd_status,
     "search": cmd_search,
     "remove": cmd_remove,
+    "records": cmd_records,
     "ask": cmd_ask,
     "eval": cmd_eval,
 }

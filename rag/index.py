@@ -40,6 +40,7 @@ from rag.store import (
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
+    from rag.records import Record
     from rag.retrieve import Retriever, Source
 
 logger = logging.getLogger(__name__)
@@ -301,6 +302,13 @@ class Index:
     def search(self, query: str, top_k: int, collection: str | None = None) -> list[Source]:
         with self.storage_faults(), self.reading(collection) as retriever:
             return retriever.search(query, top_k)
+
+    def records(self, collection: str | None = None) -> list[Record]:
+        """What the collection's files list (menu items and price-list rows), file by file."""
+        from rag.records import loads
+
+        with self.storage_faults():
+            return loads(self.manifest.records(collection or self.default_collection))
 
     def status(self) -> list[CollectionStatus]:
         with self.storage_faults():

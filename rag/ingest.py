@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
 from rag.ocr import setup as setup_ocr
 from rag.pages import Page
 from rag.parsing import ParseWorker
+from rag.records import dumps, records_of
 from rag.store import ChunkStore, ensure_room
 
 if TYPE_CHECKING:  # LlamaIndex loads when files are split: `rag remove` never needs it
@@ -350,7 +351,10 @@ class Indexer:
             if progress:
                 progress(state)
         # Commit before pruning: at every moment the store holds one complete version of the file.
-        self.manifest.commit_write(self.collection, source.doc_id, digest, len(nodes), opened.size)
+        records = [replace(record, file=name) for record in records_of(loaded.pages)]
+        self.manifest.commit_write(
+            self.collection, source.doc_id, digest, len(nodes), opened.size, dumps(records)
+        )
         self.store.delete_other_versions(source.doc_id, keep_hash=digest)
         self.manifest.finish(self.collection, source.doc_id)
         self.store.bump_revision()

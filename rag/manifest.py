@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,14 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_at   REAL,
     pending      TEXT,            -- hash being written, 'prune', 'delete', or NULL when consistent
     PRIMARY KEY (collection, doc_id)
+);
+-- What a file's indexed version lists (rag.records), replaced with the version it belongs to.
+CREATE TABLE IF NOT EXISTS records (
+    collection   TEXT NOT NULL,
+    doc_id       TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    record       TEXT NOT NULL,   -- JSON (rag.records.dumps)
+    PRIMARY KEY (collection, doc_id, position)
 );
 """
 
@@ -105,15 +113,41 @@ class Manifest:
             )
 
     def commit_write(
-        self, collection: str, doc_id: str, content_hash: str, chunks: int, size: int
+        self,
+        collection: str,
+        doc_id: str,
+        content_hash: str,
+        chunks: int,
+        size: int,
+        records: Sequence[str] = (),
     ) -> None:
-        """The new version is completely written; its older versions are still to be pruned."""
+        """The new version is completely written; its older versions are still to be pruned.
+        Its records replace the older version's in the same transaction."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE files SET content_hash = ?, chunks = ?, size = ?, indexed_at = ?, "
                 "pending = ? WHERE collection = ? AND doc_id = ?",
                 (content_hash, chunks, size, time.time(), PENDING_PRUNE, collection, doc_id),
             )
+            db.execute(
+                "DELETE FROM records WHERE collection = ? AND doc_id = ?", (collection, doc_id)
+            )
+            db.executemany(
+                "INSERT INTO records (collection, doc_id, position, record) VALUES (?, ?, ?, ?)",
+                [(collection, doc_id, n, record) for n, record in enumerate(records)],
+            )
+
+    def records(self, collection: str) -> list[str]:
+        """The records of a collection's files (JSON), file by file in the order they list them."""
+        return [
+            row[0]
+            for row in self._db.execute(
+                "SELECT r.record FROM records r JOIN files f "
+                "ON f.collection = r.collection AND f.doc_id = r.doc_id "
+                "WHERE r.collection = ? ORDER BY f.file, r.position",
+                (collection,),
+            )
+        ]
 
     def finish(self, collection: str, doc_id: str) -> None:
         """Older versions are pruned: the row and the store agree again."""
@@ -146,6 +180,9 @@ class Manifest:
         with self._transaction() as db:
             db.execute(
                 "DELETE FROM files WHERE collection = ? AND doc_id = ?", (collection, doc_id)
+            )
+            db.execute(
+                "DELETE FROM records WHERE collection = ? AND doc_id = ?", (collection, doc_id)
             )
 
     def forget_hashes(self, collection: str) -> None:
