@@ -329,6 +329,8 @@ def _profile_and_llm(index: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_records(index: Any, args: argparse.Namespace) -> int:
+    from rag.records import price_text
+
     records = index.records()
     if args.json:
         for record in records:
@@ -343,7 +345,7 @@ def cmd_records(index: Any, args: argparse.Namespace) -> int:
         return EXIT_OK
     for record in records:
         fields = record.fields
-        price = f"{fields['price']:g}" + (f" {fields['currency']}" if "currency" in fields else "")
+        price = price_text(fields)
         details = [
             f"{fields['strength']:g}%" if "strength" in fields else "",
             str(fields.get("size", "")),

@@ -13,6 +13,7 @@ from llama_index.core.llms import LLM
 from llama_index.core.memory import ChatSummaryMemoryBuffer
 from llama_index.core.utils import get_tokenizer
 
+from rag import record_answers
 from rag.calibration import Calibration
 from rag.embeddings import calibration_of
 from rag.evidence import QUESTION_WORDS, Evidence, Findings, named_files, question_terms, select
@@ -20,7 +21,7 @@ from rag.index import Index
 from rag.llm import as_backend_error, describe_llm
 from rag.loaders import document_title
 from rag.profiles import Profile
-from rag.retrieve import Retriever, Source
+from rag.retrieve import Retriever, Source, matches
 from rag.text import content_stems
 from rag.verify import CITATION, Verifier, facts, names, sentences
 
@@ -309,6 +310,9 @@ class ChatEngine:
         """Find the evidence for the (condensed) question and start the answer; memory updates
         when it has been streamed. An unanswerable question is refused without the model."""
         standalone = self.condense(question)
+        listed = self.from_records(standalone)
+        if listed is not None:
+            return self._list_answer(question, standalone, listed)
         findings = self.find_evidence(standalone)
         answer = Answer(
             question=question,
@@ -322,6 +326,53 @@ class ChatEngine:
         else:
             answer.refused = True
             answer.tokens = self._refuse(answer)
+        return answer
+
+    def from_records(self, question: str) -> record_answers.Listed | None:
+        """The answer to a list question ("the cheapest", "under 3 euros", "how many") from the
+        records of the documents this chat may read; None for any other question."""
+        query = record_answers.parse(question)
+        if query is None:
+            return None
+        records = [
+            record
+            for record in self.index.records(self.profile.collection)
+            if self.where is None
+            or matches({"chat_id": record.chat_id, "file": record.file}, self.where)
+        ]
+        return record_answers.answer(query, records) if records else None
+
+    def _list_answer(self, question: str, standalone: str, listed: record_answers.Listed) -> Answer:
+        """Records answer without the model: a table of the rows, each cited to its line."""
+        answer = Answer(
+            question=question,
+            standalone_question=standalone,
+            findings=Findings(standalone, [], [], True, 1.0),
+            model=describe_llm(self.llm),
+            tokens=iter(()),
+        )
+        rows = listed.rows[: record_answers.TABLE_ROWS]
+        answer.sources = [
+            Source(
+                file=record.file,
+                page=record.page,
+                score=1.0,
+                text=record.text,
+                quote=record.text,
+                span=(record.start, record.end),
+                location=record.location,
+            )
+            for record in rows
+        ]
+        text = record_answers.describe(listed)
+        if rows:
+            text += f"\n\n{record_answers.table(listed)}"
+
+        def tokens() -> Iterator[str]:
+            yield from text.splitlines(keepends=True)
+            self._remember(question, text)
+
+        answer.tokens = tokens()
         return answer
 
     def _remember(self, question: str, text: str) -> None:

@@ -351,7 +351,10 @@ class Indexer:
             if progress:
                 progress(state)
         # Commit before pruning: at every moment the store holds one complete version of the file.
-        records = [replace(record, file=name) for record in records_of(loaded.pages)]
+        records = [
+            replace(record, file=name, chat_id=source.chat_id)
+            for record in records_of(loaded.pages)
+        ]
         self.manifest.commit_write(
             self.collection, source.doc_id, digest, len(nodes), opened.size, dumps(records)
         )

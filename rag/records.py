@@ -54,7 +54,9 @@ class Record:
     end: int
     location: str | None
     fields: dict[str, Any] = field(hash=False)
+    text: str = ""  # the line as printed: what a citation quotes
     file: str = ""
+    chat_id: str = ""  # "" for shared documents, else the chat it was attached in
 
     @property
     def name(self) -> str:
@@ -71,8 +73,17 @@ class Record:
             "page": self.page,
             "span": [self.start, self.end],
             "location": self.location,
+            "text": self.text,
+            "chat_id": self.chat_id,
             **self.fields,
         }
+
+
+def price_text(fields: dict[str, Any]) -> str:
+    """A record's price for people: "3.50 EUR", "1500 RUB"."""
+    price = fields["price"]
+    shown = f"{price:g}" if float(price).is_integer() else f"{price:.2f}"
+    return f"{shown} {fields['currency']}" if fields.get("currency") else shown
 
 
 def records_of(pages: Iterable[Page]) -> list[Record]:
@@ -138,7 +149,7 @@ def _items(page: Page, currency: str | None) -> Iterator[Record]:
             tags.append("vegetarian")  # what is vegan is vegetarian
         if tags:
             fields["dietary"] = tags
-        yield Record(page.page, start, end, _location(page, start), fields)
+        yield Record(page.page, start, end, _location(page, start), fields, text=line)
 
 
 def _year(price: float, line: str) -> bool:
@@ -222,7 +233,9 @@ def loads(rows: Iterable[str]) -> list[Record]:
                 start=start,
                 end=end,
                 location=data.pop("location"),
+                text=data.pop("text", ""),
                 file=data.pop("file"),
+                chat_id=data.pop("chat_id", ""),
                 fields=data,
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rag_cli import run_rag
@@ -115,5 +116,84 @@ def test_rag_records_lists_them_as_json(tmp_path: Path, corpus: Path) -> None:
     duvel = next(row for row in rows if row["name"] == "Duvel")
     assert duvel["file"] == "bar.pdf" and duvel["page"] == 1 and duvel["price"] == 3.5
     plain = run_rag("records", "--storage", storage, cwd=tmp_path)
-    assert "Duvel | 3.5 EUR | 8.5%" in plain.stdout
+    assert "Duvel | 3.50 EUR | 8.5%" in plain.stdout
     assert "bar.pdf, page 1, section “Blond beers”" in plain.stdout
+
+
+# --- questions a list answers -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def menus_index(tmp_path_factory: pytest.TempPathFactory, embedder: object, corpus: Path):  # type: ignore[no-untyped-def]
+    """Both real menus, indexed once."""
+    storage = tmp_path_factory.mktemp("records") / "storage"
+    index = Index(Settings(storage_dir=storage, data_dir=storage.parent / "data"), embedder)  # type: ignore[arg-type]
+    assert index.ingest([corpus / "menus"]).ok
+    yield index
+    index.close()
+
+
+@pytest.fixture
+def menus_engine(menus_index: Index) -> Any:
+    """A new chat over the menus (answers from records never call the model)."""
+    from rag.engine import ChatEngine
+    from rag.profiles import DEFAULT_PROFILE
+
+    return ChatEngine(menus_index, None, DEFAULT_PROFILE)  # type: ignore[arg-type]
+
+
+def listed_names(engine: Any, question: str) -> list[str]:
+    listed = engine.from_records(question)
+    assert listed is not None, question
+    return [record.name for record in listed.rows]
+
+
+def test_a_price_bound_filters_the_items_it_names(menus_engine: Any) -> None:
+    # "under 3" leaves the 3.00 beers out; the soft drinks are not beers; Bosfor's are roubles.
+    assert listed_names(menus_engine, "Which beers are under 3 euros?") == [
+        "Jupiler",
+        "Hoegaarden Blanche",
+        "Cuvee des Trolls",
+        "Kriek Belle Vue",
+    ]
+    assert "Leffe blonde" in listed_names(menus_engine, "Which beers cost at most 3 euros?")
+
+
+def test_a_superlative_gives_the_one_item_and_its_ties(menus_engine: Any) -> None:
+    assert listed_names(menus_engine, "What is the strongest Brussels beer?") == ["Jambe de Bois"]
+    assert listed_names(menus_engine, "Which is the most expensive grappa?") == ["Nonino Riserva 8"]
+    cheapest = listed_names(menus_engine, "What are the two cheapest soft drinks?")
+    assert cheapest[0] == "Water" and len(cheapest) == 5  # then four at 1.50, all shown
+
+
+def test_a_dietary_question_lists_the_items_tagged_so(menus_engine: Any) -> None:
+    assert listed_names(menus_engine, "How many vegan sandwiches are there?") == [
+        "Vegan (loads of grilled veggies)"
+    ]
+
+
+def test_a_list_answer_is_a_table_with_each_row_cited_to_its_line(menus_engine: Any) -> None:
+    answer = menus_engine.ask("Which beers are under 3 euros?")
+    text = "".join(answer.stream())
+    assert text.startswith("4 items on the lists match (under 3 EUR):")
+    assert "| Jupiler | 2.50 EUR | 5.2% |  | Classic beers | [1] |" in text
+    first = answer.sources[0]
+    assert (first.file, first.page, first.quote) == (
+        "fosdem-bar-menu.pdf",
+        1,
+        "Jupiler (5.2◦) 2.50e",
+    )
+    assert first.location == "page 1, section “Classic beers”"
+    assert not answer.refused
+
+
+def test_when_nothing_matches_the_answer_says_so(menus_engine: Any) -> None:
+    answer = menus_engine.ask("Which sandwiches cost more than 10 euros?")
+    assert "".join(answer.stream()) == "No item on the lists matches (over 10 EUR)."
+    assert answer.sources == []
+
+
+def test_other_questions_get_the_grounded_answer(menus_engine: Any) -> None:
+    assert menus_engine.from_records("How much is a Duvel?") is None  # no list operator
+    # A list question about something no item names is not a list question about these menus.
+    assert menus_engine.from_records("Which laptops are under 500 euros?") is None

@@ -1,0 +1,248 @@
+"""Questions a list of records answers ("the three cheapest", "beers under 3 euros", "the strongest", "how many"), answered from the records alone, each row cited."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rag.loaders import document_title
+from rag.records import Record, amount, price_text
+from rag.text import content_stems
+
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
+NUMBER_WORDS |= {"eight": 8, "nine": 9, "ten": 10, "три": 3, "два": 2, "пять": 5}
+_COUNT = r"(\d+|" + "|".join(NUMBER_WORDS) + r")"
+# (pattern, field, ascending): "cheapest" sorts by price, lowest first.
+ORDERS = (
+    (
+        re.compile(
+            r"\b(cheapest|least expensive|lowest[- ]priced?|cheaper)\b|самы[йе] дешев", re.I
+        ),
+        "price",
+        True,
+    ),
+    (
+        re.compile(
+            r"\b(most expensive|priciest|dearest|highest[- ]priced?)\b|самы[йе] дорог", re.I
+        ),
+        "price",
+        False,
+    ),
+    (
+        re.compile(
+            r"\b(strongest|most alcohol|highest (abv|alcohol|strength))\b|самы[йе] крепк", re.I
+        ),
+        "strength",
+        False,
+    ),
+    (
+        re.compile(r"\b(weakest|least alcohol|lowest (abv|alcohol|strength))\b", re.I),
+        "strength",
+        True,
+    ),
+)
+TOP = re.compile(
+    rf"\b(?:the\s+)?{_COUNT}\s+(?:\w+\s+)?(?:cheapest|most|least|strongest|weakest|lowest|highest)",
+    re.I,
+)
+_AMOUNT = r"\s+([€$£]?\s?\d[\d\s.,]*)"
+# Price bounds: "under 3 euros" leaves 3.00 out, "at most 3 euros" keeps it.
+BELOW = re.compile(
+    r"\b(under|below|less than|cheaper than|дешевле|at most|up to|до)" + _AMOUNT, re.I
+)
+ABOVE = re.compile(r"\b(over|above|more than|dearer than|дороже|at least|from|от)" + _AMOUNT, re.I)
+INCLUSIVE = {"at most", "up to", "до", "at least", "from", "от"}
+COUNT = re.compile(r"\bhow many\b|\bnumber of\b|сколько (?!сто)", re.I)
+DIETARY = (
+    (re.compile(r"\bvegan\b|веган", re.I), "vegan"),
+    (re.compile(r"\bvegetarian\b|\bveggie|вегетариан", re.I), "vegetarian"),
+    (re.compile(r"gluten[- ]free|без глютена", re.I), "gluten-free"),
+)
+CURRENCIES = (
+    (re.compile(r"€|\beuros?\b|\beur\b", re.I), "EUR"),
+    (re.compile(r"руб|roubles?|rubles?|₽", re.I), "RUB"),
+    (re.compile(r"\$|dollars?|\busd\b", re.I), "USD"),
+)
+# Words of a list question that say how to list, not what: never terms an item must match.
+OPERATOR_WORDS = """
+cheapest cheap cheaper expensive priciest dearest lowest highest price priced prices cost costs
+strongest weakest strong alcohol abv strength percent most least under below over above less more
+than at up from euro euros eur rouble roubles ruble rubles dollar dollars how many number count
+vegan vegetarian veggie gluten free top item items thing things option options choice choices
+dish dishes drink drinks food something anything everything there menu menus order list listed
+available serve served offer offered sell sold have has get can i we me my our people person two
+three four five six seven eight nine ten one самый самая самые дешевый дорогой крепкий сколько
+"""
+TABLE_ROWS = 20  # rows shown; a count says how many there are in all
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """What a list question asks: an order, a limit, price bounds, a dietary tag, a count, and the
+    terms every listed item must match (in its name, section or document's title)."""
+
+    order: tuple[str, bool] | None = None
+    limit: int | None = None
+    below: float | None = None
+    above: float | None = None
+    inclusive: tuple[bool, bool] = (False, False)  # whether `below`, `above` are allowed
+    currency: str | None = None
+    dietary: str | None = None
+    count: bool = False
+    terms: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Listed:
+    """The records that answer, in order, and how many matched in all."""
+
+    query: RecordQuery
+    rows: list[Record]
+    matched: int
+
+
+def parse(question: str) -> RecordQuery | None:
+    """The list question `question` asks, or None when it asks none (the grounded answer runs)."""
+    order = next(((f, asc) for pattern, f, asc in ORDERS if pattern.search(question)), None)
+    below_match, above_match = BELOW.search(question), ABOVE.search(question)
+    below, above = _bound(below_match), _bound(above_match)
+    inclusive = (
+        bool(below_match) and below_match.group(1).lower() in INCLUSIVE,
+        bool(above_match) and above_match.group(1).lower() in INCLUSIVE,
+    )
+    count = bool(COUNT.search(question))
+    dietary = next((tag for pattern, tag in DIETARY if pattern.search(question)), None)
+    if order is None and below is None and above is None and not count:
+        return None
+    limit = None
+    top = TOP.search(question)
+    if top:
+        word = top.group(1).lower()
+        limit = int(word) if word.isdigit() else NUMBER_WORDS.get(word)
+    elif order is not None and _asks_for_one(question):
+        limit = 1  # "the cheapest beer", "which is the strongest": one (and its ties)
+    currency = next((code for pattern, code in CURRENCIES if pattern.search(question)), None)
+    operators = content_stems(OPERATOR_WORDS)
+    terms = frozenset(
+        stem for stem in content_stems(question) if stem not in operators and not stem[0].isdigit()
+    )
+    return RecordQuery(order, limit, below, above, inclusive, currency, dietary, count, terms)
+
+
+SUPERLATIVE = re.compile(r"\b(?:most|least)\s+\w+\s+(\w+)|\b\w+est\s+(\w+)", re.I)
+
+
+def _asks_for_one(question: str) -> bool:
+    """ "What is the strongest beer?", "the cheapest beer": one; "the cheapest beers", "which
+    beers are the strongest": a list."""
+    if re.search(r"\b(is|was|'s)\s+the\b", question, re.I):
+        return True
+    if re.search(r"\b(are|were|all|list)\b", question, re.I):
+        return False
+    after = SUPERLATIVE.search(question)
+    word = next((w for w in after.groups() if w), "") if after else ""
+    return not (word.lower().endswith("s") and not word.lower().endswith("ss"))
+
+
+def _bound(match: re.Match[str] | None) -> float | None:
+    return amount(match.group(2)) if match else None
+
+
+def answer(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
+    """The records that answer `query`; None when no record names what it asks about (the terms
+    match nothing, so the question is not about these lists)."""
+    if query.terms:
+        named = [r for r in records if query.terms <= _stems(r)]
+        if not named:
+            return None
+    else:
+        named = list(records)
+    field = query.order[0] if query.order else None
+    rows = [
+        r
+        for r in named
+        if (query.currency is None or r.fields.get("currency") in (None, query.currency))
+        and (query.below is None or _within(r.fields["price"], query.below, query.inclusive[0]))
+        and (query.above is None or _within(query.above, r.fields["price"], query.inclusive[1]))
+        and (query.dietary is None or query.dietary in r.fields.get("dietary", []))
+        and (field is None or r.fields.get(field) is not None)
+    ]
+    if query.order:
+        rows.sort(key=lambda r: r.fields[field], reverse=not query.order[1])
+        if query.limit:  # ties with the last one shown are shown too
+            cut = rows[: query.limit]
+            rows = [r for r in rows if cut and _beats_or_ties(r, cut[-1], field, query.order[1])]
+    return Listed(query, rows, len(rows))
+
+
+def _within(low: float, high: float, inclusive: bool) -> bool:
+    return low <= high if inclusive else low < high
+
+
+def _beats_or_ties(record: Record, last: Record, field: str | None, ascending: bool) -> bool:
+    value, bound = record.fields[field], last.fields[field]
+    return value <= bound if ascending else value >= bound
+
+
+def _stems(record: Record) -> set[str]:
+    text = f"{record.name} {record.fields.get('section', '')} {document_title(record.file)}"
+    return content_stems(text, shortest=1)
+
+
+ORDER_WORDS = {
+    ("price", True): "cheapest first",
+    ("price", False): "most expensive first",
+    ("strength", False): "strongest first",
+    ("strength", True): "weakest first",
+}
+
+
+def conditions(query: RecordQuery) -> str:
+    """What the listed items meet, in words: "vegan, at most 3 EUR, cheapest first"."""
+    unit = f" {query.currency}" if query.currency else ""
+    parts = [query.dietary] if query.dietary else []
+    if query.below is not None:
+        word = "at most" if query.inclusive[0] else "under"
+        parts.append(f"{word} {query.below:g}{unit}")
+    if query.above is not None:
+        word = "at least" if query.inclusive[1] else "over"
+        parts.append(f"{word} {query.above:g}{unit}")
+    if query.order:
+        parts.append(ORDER_WORDS[query.order])
+    return ", ".join(parts)
+
+
+def describe(listed: Listed) -> str:
+    """The answer's first line: how many items answer, and what they meet."""
+    how = conditions(listed.query)
+    if not listed.matched:
+        return "No item on the lists matches" + (f" ({how})." if how else ".")
+    n = listed.matched
+    return f"{n} item{'s' if n != 1 else ''} on the lists match{'es' if n == 1 else ''}" + (
+        f" ({how}):" if how else ":"
+    )
+
+
+def table(listed: Listed) -> str:
+    """The rows as a Markdown table, each with its citation number."""
+    lines = [
+        "| item | price | strength | size | section | source |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for number, record in enumerate(listed.rows[:TABLE_ROWS], 1):
+        fields = record.fields
+        price = price_text(fields)
+        strength = f"{fields['strength']:g}%" if "strength" in fields else ""
+        cells = [
+            record.name,
+            price,
+            strength,
+            str(fields.get("size", "")),
+            str(fields.get("section", "")),
+            f"[{number}]",
+        ]
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    if len(listed.rows) > TABLE_ROWS:
+        lines.append(f"\n… and {len(listed.rows) - TABLE_ROWS} more.")
+    return "\n".join(lines)
