@@ -301,7 +301,7 @@ class AnswerItem:
 
 
 def load_answer_questions(path: str | Path) -> list[AnswerItem]:
-    """Read an answer set: `{"id", "question", "history"?, "must": [regex...]}` or
+    """Read an answer set: `{"id", "question", "history"?, "must": [regex...], "forbid"?: [...]}` or
     `{"id", "question", "refuse": true, "forbid"?: [regex...]}` a line. Raises ConfigError naming
     the line of anything else (a regex that does not compile included)."""
     return [_answer_item(record, number, bad) for number, record, bad in records(Path(path))]
@@ -389,8 +389,13 @@ def judge(item: AnswerItem, reply: Reply) -> AnswerRow:
     if item.refuse:
         correct = refused and not any(re.search(p, text, re.I) for p in item.forbid)
     else:
-        # A refusal is wrong here even when the closest passages it quotes hold the answer.
-        correct = not refused and all(re.search(p, text, re.I) for p in item.must)
+        # A refusal is wrong here even when the closest passages it quotes hold the answer; an
+        # answer that also holds what `forbid` names (an item a list must leave out) is wrong too.
+        correct = (
+            not refused
+            and all(re.search(p, text, re.I) for p in item.must)
+            and not any(re.search(p, text, re.I) for p in item.forbid)
+        )
     verifier = Verifier(reply.context, " ".join([*item.history, item.question]))
     found = facts(text)
     cited_right = None

@@ -378,12 +378,24 @@ def _styled_text(pdf_page: Any) -> tuple[str, list[Line] | None]:
     usual = sizes[len(sizes) // 2]
     lines, seen = [], 0
     for text in raw.splitlines():
-        if text.strip():
+        count = sum(not c.isspace() for c in text)
+        if count:
             _, name, size = runs[owners[seen]]
             emphasised = bool(BOLD_FONT.search(name)) or (usual > 0 and size >= LARGER * usual)
-            lines.append(Line(text, emphasised))
-        seen += sum(not c.isspace() for c in text)
+            lines.append(Line(text, emphasised, _last_run(text, owners[seen : seen + count])))
+        seen += count
     return raw, lines
+
+
+def _last_run(text: str, owners: list[int]) -> int | None:
+    """Where the last text run of a line starts in it, when the line has more than one: a price
+    set apart from its item ("Balvenie Doublewood 12" then "900") is its own run."""
+    last = owners[-1]
+    inside = sum(owner == last for owner in owners)
+    if inside == len(owners):
+        return None
+    nonspace = [i for i, c in enumerate(text) if not c.isspace()]
+    return nonspace[len(nonspace) - inside]
 
 
 def _letters(text: str) -> int:

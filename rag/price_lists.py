@@ -32,6 +32,18 @@ class Line:
 
     text: str
     emphasised: bool | None = None  # None: the file does not say (OCR, plain text)
+    last_run: int | None = None  # where its last text run starts, when it has several (PDF)
+
+    def price_apart(self) -> str:
+        """The line with its price set apart ("Balvenie Doublewood 12 | 900") when the price is
+        a run of its own: the figures of a name and a price printed apart are never read as one
+        number ("12 900")."""
+        if self.last_run is None:
+            return self.text
+        head, price = self.text[: self.last_run].rstrip(), self.text[self.last_run :].strip()
+        if not BARE_PRICE.fullmatch(price) or head.endswith("|") or not head:
+            return self.text
+        return f"{head} | {price}"
 
 
 FIGURES = re.compile(r"[\d.,:/%()+\-–]+")  # a token that is only a figure ("2016", "2,839")
@@ -86,7 +98,9 @@ def as_price_list(page: Page, lines: Sequence[Line] | None = None) -> Page:
             out.heading(
                 section, f"{where}, section “{section}”" if where else f"section “{section}”"
             )
-        out.line(" ".join(tidy(part.text) for part in [*name, line]))
+        out.line(
+            " ".join(tidy(part.text) for part in [*name, replace(line, text=line.price_apart())])
+        )
     for note in waiting:
         out.line(note.text)
     rebuilt = out.page()

@@ -53,6 +53,7 @@ BELOW = re.compile(
 )
 ABOVE = re.compile(r"\b(over|above|more than|dearer than|дороже|at least|from|от)" + _AMOUNT, re.I)
 INCLUSIVE = {"at most", "up to", "до", "at least", "from", "от"}
+LISTING = re.compile(r"\b(which|what|list|any)\b.*\b(are|options|ones|do you have)\b", re.I)
 COUNT = re.compile(r"\bhow many\b|\bnumber of\b|сколько (?!сто)", re.I)
 DIETARY = (
     (re.compile(r"\bvegan\b|веган", re.I), "vegan"),
@@ -113,7 +114,10 @@ def parse(question: str) -> RecordQuery | None:
     )
     count = bool(COUNT.search(question))
     dietary = next((tag for pattern, tag in DIETARY if pattern.search(question)), None)
-    if order is None and below is None and above is None and not count:
+    # A dietary tag alone asks for a list when the question asks which ones are ("which
+    # sandwiches are vegetarian?"), not what one is ("what is in the vegan sandwich?").
+    listing = dietary is not None and bool(LISTING.search(question))
+    if order is None and below is None and above is None and not count and not listing:
         return None
     limit = None
     top = TOP.search(question)

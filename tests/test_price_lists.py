@@ -138,8 +138,10 @@ def test_the_real_menus_items_are_lines_under_their_sections(corpus: Path) -> No
     assert heading_of(bar, "Zinnebir (6◦) 3.50e") == "Brussels beers"
     bosfor = corpus / "menus" / "bosfor-restaurant-menu.pdf"
     pages = {page.page: page for page in load_bytes(bosfor.read_bytes(), bosfor.name).pages}
-    # A bold country, a name wrapped over two lines, the price.
-    assert heading_of(pages[5], "Havana Club Anejo 3 anos 300") == "Cuba"
+    # A bold country, a name wrapped over two lines, the price in a run of its own set apart.
+    assert heading_of(pages[5], "Havana Club Anejo 3 anos | 300") == "Cuba"
+    # The age in a name and the price printed apart are two numbers, not "12 900".
+    assert "Balvenie Doublewood 12 | 900" in pages[6].text.splitlines()
     assert heading_of(pages[2], "Филе миньон из говяжей вырезки 200г | 1650") == "блюда на углях"
 
 

@@ -67,6 +67,7 @@ def test_the_bosfor_menus_items_read_its_weights_and_thousands(corpus: Path) -> 
     assert steak.fields["currency"] == "RUB"  # "Все цены указаны в рублях"
     assert steak.fields["section"] == "блюда на углях"
     assert find(records, "Beluga Epicure").fields["price"] == 33000
+    assert find(records, "Balvenie Doublewood 12").fields["price"] == 900  # not 12 900
     salmon = find(records, "лосось со спаржей, картофелем и лисичками")  # wrapped over two lines
     assert salmon.fields["price"] == 1260
     for record in records:  # every record is the line printed on its page
@@ -170,6 +171,14 @@ def test_a_dietary_question_lists_the_items_tagged_so(menus_engine: Any) -> None
     assert listed_names(menus_engine, "How many vegan sandwiches are there?") == [
         "Vegan (loads of grilled veggies)"
     ]
+
+
+def test_which_items_are_vegetarian_is_a_list_question(menus_engine: Any) -> None:
+    assert listed_names(menus_engine, "Which sandwiches are vegetarian?") == [
+        "Veggie (fresh cheese, grilled veggies)",
+        "Vegan (loads of grilled veggies)",
+    ]
+    assert menus_engine.from_records("What is in the vegan sandwich?") is None  # about one
 
 
 def test_a_list_answer_is_a_table_with_each_row_cited_to_its_line(menus_engine: Any) -> None:
