@@ -31,8 +31,15 @@ STRENGTH = re.compile(r"(\d+(?:[.,]\d+)?)\s?(?:%|◦|°|º)")
 NOISE = re.compile(r"\bNew\b|[|]|\(\s*\)|\s[-–—]\s*$")
 DIETARY = (
     (re.compile(r"\bvegan\b|веган", re.I), "vegan"),
-    (re.compile(r"\bvegetarian\b|\bveggie|вегетариан", re.I), "vegetarian"),
+    # "Veggie (fresh cheese...)" is; "Club (ham, cheese, veggies and mayo)" is not.
+    (re.compile(r"\bvegetarian\b|\bveggie\b|вегетариан", re.I), "vegetarian"),
     (re.compile(r"gluten[- ]free|без глютена", re.I), "gluten-free"),
+)
+MEAT = re.compile(
+    r"\b(ham|bacon|chicken|beef|pork|lamb|veal|duck|turkey|sausage|salami|tuna|salmon|fish|"
+    r"shrimps?|prawns?|crab|anchov\w*)\b|курин|куриц|говяд|свинин|ягнен|телят|утк|индейк|"
+    r"лосос|тунц|краб|кревет|рыб",
+    re.I,
 )
 # Header cells of a table row, by the field they hold.
 CELL_FIELDS = (
@@ -145,6 +152,8 @@ def _items(page: Page, currency: str | None) -> Iterator[Record]:
         if section:
             fields["section"] = section
         tags = [tag for pattern, tag in DIETARY if pattern.search(f"{section or ''} {line}")]
+        if MEAT.search(line):  # a dish with meat or fish is neither, whatever its section says
+            tags = [tag for tag in tags if tag not in ("vegan", "vegetarian")]
         if "vegan" in tags and "vegetarian" not in tags:
             tags.append("vegetarian")  # what is vegan is vegetarian
         if tags:
