@@ -499,7 +499,11 @@ def engine_replies(new_engine: Callable[[], Any]) -> Callable[[AnswerItem], Repl
             text=answer.text,
             first_token_s=first,
             sources=[(source.file, source.page) for source in answer.sources],
-            context=[span.quote for span in spans] + [source.file for source in answer.sources],
+            # What the answer could draw on: its evidence, and the quotes and files it cites
+            # (an answer from records cites its rows' printed lines).
+            context=[span.quote for span in spans]
+            + [source.quote for source in answer.sources if source.quote]
+            + [source.file for source in answer.sources],
         )
 
     return ask
