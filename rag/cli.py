@@ -345,6 +345,11 @@ def cmd_records(index: Any, args: argparse.Namespace) -> int:
         return EXIT_OK
     for record in records:
         fields = record.fields
+        if fields.get("kind") == "posting":
+            said = [fields.get(key, "") for key in ("company", "place", "work_mode", "type")]
+            print(" | ".join([record.name, *(str(value) for value in said if value)]))
+            print(f"   {record.citation()}")
+            continue
         price = price_text(fields)
         details = [
             f"{fields['strength']:g}%" if "strength" in fields else "",

@@ -60,6 +60,15 @@ DIETARY = (
     (re.compile(r"\bvegetarian\b|\bveggie|вегетариан", re.I), "vegetarian"),
     (re.compile(r"gluten[- ]free|без глютена", re.I), "gluten-free"),
 )
+# Words that ask for job postings rather than a menu's items.
+POSTINGS = re.compile(
+    r"\b(jobs?|positions?|roles?|openings?|postings?|vacanc(?:y|ies))\b|ваканси", re.I
+)
+WORK_MODES = (
+    (re.compile(r"\bhybrid\b|гибрид", re.I), "hybrid"),
+    (re.compile(r"\bremote(ly)?\b|удал[её]нн", re.I), "remote"),
+    (re.compile(r"\bon[- ]?site\b|\bin[- ]office\b", re.I), "on-site"),
+)
 CURRENCIES = (
     (re.compile(r"€|\beuros?\b|\beur\b", re.I), "EUR"),
     (re.compile(r"руб|roubles?|rubles?|₽", re.I), "RUB"),
@@ -70,7 +79,9 @@ OPERATOR_WORDS = """
 cheapest cheap cheaper expensive priciest dearest lowest highest price priced prices cost costs
 strongest weakest strong alcohol abv strength percent most least under below over above less more
 than at up from euro euros eur rouble roubles ruble rubles dollar dollars how many number count
-vegan vegetarian veggie gluten free top item items thing things option options choice choices
+vegan vegetarian veggie gluten free top item items job jobs position positions role roles
+opening openings posting postings vacancy vacancies remote remotely hybrid onsite site office
+work working thing things option options choice choices
 dish dishes drink drinks food something anything everything there menu menus order list listed
 available serve served offer offered sell sold have has get can i we me my our people person two
 three four five six seven eight nine ten one самый самая самые дешевый дорогой крепкий сколько
@@ -90,6 +101,8 @@ class RecordQuery:
     inclusive: tuple[bool, bool] = (False, False)  # whether `below`, `above` are allowed
     currency: str | None = None
     dietary: str | None = None
+    kind: str | None = None  # "posting" when it asks for jobs
+    work_mode: str | None = None  # remote, hybrid, on-site
     count: bool = False
     terms: frozenset[str] = frozenset()
 
@@ -116,7 +129,9 @@ def parse(question: str) -> RecordQuery | None:
     dietary = next((tag for pattern, tag in DIETARY if pattern.search(question)), None)
     # A dietary tag alone asks for a list when the question asks which ones are ("which
     # sandwiches are vegetarian?"), not what one is ("what is in the vegan sandwich?").
-    listing = dietary is not None and bool(LISTING.search(question))
+    kind = "posting" if POSTINGS.search(question) else None
+    work_mode = next((mode for pattern, mode in WORK_MODES if pattern.search(question)), None)
+    listing = (dietary or work_mode) is not None and bool(LISTING.search(question))
     if order is None and below is None and above is None and not count and not listing:
         return None
     limit = None
@@ -131,7 +146,9 @@ def parse(question: str) -> RecordQuery | None:
     terms = frozenset(
         stem for stem in content_stems(question) if stem not in operators and not stem[0].isdigit()
     )
-    return RecordQuery(order, limit, below, above, inclusive, currency, dietary, count, terms)
+    return RecordQuery(
+        order, limit, below, above, inclusive, currency, dietary, kind, work_mode, count, terms
+    )
 
 
 SUPERLATIVE = re.compile(r"\b(?:most|least)\s+\w+\s+(\w+)|\b\w+est\s+(\w+)", re.I)
@@ -163,10 +180,14 @@ def answer(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
     else:
         named = list(records)
     field = query.order[0] if query.order else None
+    priced = query.below is not None or query.above is not None
     rows = [
         r
         for r in named
-        if (query.currency is None or r.fields.get("currency") in (None, query.currency))
+        if (query.kind is None or r.fields.get("kind", "item") == query.kind)
+        and (query.work_mode is None or r.fields.get("work_mode") == query.work_mode)
+        and (query.currency is None or r.fields.get("currency") in (None, query.currency))
+        and (not priced or r.fields.get("price") is not None)
         and (query.below is None or _within(r.fields["price"], query.below, query.inclusive[0]))
         and (query.above is None or _within(query.above, r.fields["price"], query.inclusive[1]))
         and (query.dietary is None or query.dietary in r.fields.get("dietary", []))
@@ -190,7 +211,9 @@ def _beats_or_ties(record: Record, last: Record, field: str | None, ascending: b
 
 
 def _stems(record: Record) -> set[str]:
-    text = f"{record.name} {record.fields.get('section', '')} {document_title(record.file)}"
+    fields = record.fields
+    said = " ".join(str(fields.get(key, "")) for key in ("section", "company", "place"))
+    text = f"{record.name} {said} {document_title(record.file)}"
     return content_stems(text, shortest=1)
 
 
@@ -205,7 +228,7 @@ ORDER_WORDS = {
 def conditions(query: RecordQuery) -> str:
     """What the listed items meet, in words: "vegan, at most 3 EUR, cheapest first"."""
     unit = f" {query.currency}" if query.currency else ""
-    parts = [query.dietary] if query.dietary else []
+    parts = [tag for tag in (query.dietary, query.work_mode) if tag]
     if query.below is not None:
         word = "at most" if query.inclusive[0] else "under"
         parts.append(f"{word} {query.below:g}{unit}")
@@ -221,15 +244,28 @@ def describe(listed: Listed) -> str:
     """The answer's first line: how many items answer, and what they meet."""
     how = conditions(listed.query)
     if not listed.matched:
-        return "No item on the lists matches" + (f" ({how})." if how else ".")
+        noun = "posting" if listed.query.kind == "posting" else "item"
+        return f"No {noun} on the lists matches" + (f" ({how})." if how else ".")
     n = listed.matched
-    return f"{n} item{'s' if n != 1 else ''} on the lists match{'es' if n == 1 else ''}" + (
+    noun = "posting" if listed.query.kind == "posting" else "item"
+    return f"{n} {noun}{'s' if n != 1 else ''} on the lists match{'es' if n == 1 else ''}" + (
         f" ({how}):" if how else ":"
     )
 
 
+POSTING_COLUMNS = (
+    ("job", "name"),
+    ("company", "company"),
+    ("location", "place"),
+    ("work", "work_mode"),
+    ("type", "type"),
+)
+
+
 def table(listed: Listed) -> str:
     """The rows as a Markdown table, each with its citation number."""
+    if listed.rows and all(r.fields.get("kind") == "posting" for r in listed.rows):
+        return _table(listed, POSTING_COLUMNS)
     lines = [
         "| item | price | strength | size | section | source |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -249,4 +285,16 @@ def table(listed: Listed) -> str:
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     if len(listed.rows) > TABLE_ROWS:
         lines.append(f"\n… and {len(listed.rows) - TABLE_ROWS} more.")
+    return "\n".join(lines)
+
+
+def _table(listed: Listed, columns: Sequence[tuple[str, str]]) -> str:
+    """Rows as a table of the given (heading, field) columns, each with its citation number."""
+    lines = [
+        "| " + " | ".join(heading for heading, _ in columns) + " | source |",
+        "| " + " | ".join("---" for _ in columns) + " | --- |",
+    ]
+    for number, record in enumerate(listed.rows[:TABLE_ROWS], 1):
+        cells = [str(record.fields.get(key, "")) for _, key in columns] + [f"[{number}]"]
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines)

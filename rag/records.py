@@ -94,11 +94,61 @@ def price_text(fields: dict[str, Any]) -> str:
 
 
 def records_of(pages: Iterable[Page]) -> list[Record]:
-    """The items of every page that lists them: a menu or price list read item by item, or a
-    table whose rows have a price."""
+    """The items of every page that lists them (a menu or price list read item by item, or a
+    table whose rows have a price), and a job posting's record."""
     pages = list(pages)
     currency = document_currency(pages)
-    return [record for page in pages if page.cut_at_lines for record in _items(page, currency)]
+    records = [record for page in pages if page.cut_at_lines for record in _items(page, currency)]
+    posting = next((record for page in pages if (record := _posting(page))), None)
+    return [*records, posting] if posting else records
+
+
+# A posting's fields, by the keys its front matter or JSON gives them ("location.city: Berlin").
+POSTING_KEYS = {
+    "title": "name",
+    "company": "company",
+    "location": "place",  # not "location": a record's location is where it is cited
+    "location.city": "place",
+    "type": "type",
+    "remote": "work_mode",
+    "salary": "salary",
+}
+POSTING_HEAD = 40  # lines: a posting's keys come first
+WORK_MODES = (
+    (re.compile(r"hybrid|гибрид", re.I), "hybrid"),
+    (re.compile(r"remote|удал[её]н", re.I), "remote"),
+    (re.compile(r"on[- ]?site|in[- ]office|office", re.I), "on-site"),
+)
+
+
+def _posting(page: Page) -> Record | None:
+    """A job posting: a page whose first lines give its title and company as keys (a Markdown
+    posting's front matter, a JSON job description). Only what the keys say is recorded."""
+    found: dict[str, str] = {}
+    first: tuple[int, int] | None = None
+    offset = 0
+    for line in page.text.split("\n")[:POSTING_HEAD]:
+        key, sep, value = line.partition(": ")
+        name = POSTING_KEYS.get(key.strip().casefold()) if sep else None
+        if name and value.strip() and name not in found:
+            found[name] = value.strip()
+            if name == "name":
+                first = (offset, offset + len(line))
+        offset += len(line) + 1
+    if first is None or "company" not in found:
+        return None
+    fields: dict[str, Any] = {"kind": "posting", **found}
+    mode = fields.get("work_mode") or (
+        fields["place"] if re.search(r"remote", fields.get("place", ""), re.I) else ""
+    )
+    fields.pop("work_mode", None)
+    label = next((m for pattern, m in WORK_MODES if pattern.search(mode)), None)
+    if label:
+        fields["work_mode"] = label
+    if "salary" in fields:
+        fields["salary"] = amount(fields["salary"]) or fields["salary"]
+    text = page.text[first[0] : first[1]]
+    return Record(page.page, first[0], first[1], page.location, fields, text=text)
 
 
 def document_currency(pages: Iterable[Page]) -> str | None:
@@ -146,6 +196,7 @@ def _items(page: Page, currency: str | None) -> Iterator[Record]:
         section = page.heading_above(start)
         if section is None and _year(fields["price"], line):
             continue  # a title above the first section: "FOSDEM Bar 2018"
+        fields["kind"] = "item"
         fields.setdefault("currency", currency)
         if fields["currency"] is None:
             del fields["currency"]

@@ -38,6 +38,7 @@ def test_the_fosdem_bar_menus_items_have_price_strength_and_section(corpus: Path
     records, pages = menu_records(corpus, "fosdem-bar-menu.pdf")
     duvel = find(records, "Duvel")
     assert duvel.fields == {
+        "kind": "item",
         "name": "Duvel",
         "price": 3.5,
         "currency": "EUR",
@@ -206,3 +207,55 @@ def test_other_questions_get_the_grounded_answer(menus_engine: Any) -> None:
     assert menus_engine.from_records("How much is a Duvel?") is None  # no list operator
     # A list question about something no item names is not a list question about these menus.
     assert menus_engine.from_records("Which laptops are under 500 euros?") is None
+
+
+# --- job postings ----------------------------------------------------------------------------------
+
+
+def test_a_job_posting_is_a_record_of_what_its_keys_say(corpus: Path) -> None:
+    def posting(path: Path) -> dict[str, Any] | None:
+        found = records_of(load_bytes(path.read_bytes(), path.name).pages)
+        return next((r.fields for r in found if r.fields.get("kind") == "posting"), None)
+
+    jobs = corpus / "jobs"
+    assert posting(jobs / "stitchfix-principal-full-stack-rails-engineer.md") == {
+        "kind": "posting",
+        "type": "Full Time",
+        "name": "Principal Full Stack Rails Engineer - Expert Use",
+        "company": "Stitch Fix",
+        "place": "Remote",
+        "work_mode": "remote",
+    }
+    microsoft = posting(jobs / "jsonresume-sample.job.json")
+    assert microsoft is not None
+    assert (microsoft["work_mode"], microsoft["place"], microsoft["salary"]) == (
+        "hybrid",
+        "Berlin",
+        100000,
+    )
+    pear_deck = posting(jobs / "pear-deck-junior-developer.md")
+    assert pear_deck is not None and "work_mode" not in pear_deck  # not stated: not invented
+    assert posting(corpus / "cv" / "jsonresume-sample.resume.json") is None  # a CV is no posting
+
+
+def test_which_jobs_are_remote_is_answered_from_the_postings(
+    tmp_path: Path, embedder: object, corpus: Path
+) -> None:
+    from rag.engine import ChatEngine
+    from rag.profiles import DEFAULT_PROFILE
+
+    index = Index(Settings(storage_dir=tmp_path / "storage", data_dir=tmp_path), embedder)  # type: ignore[arg-type]
+    try:
+        assert index.ingest([corpus / "jobs", corpus / "menus"]).ok
+        engine = ChatEngine(index, None, DEFAULT_PROFILE)  # type: ignore[arg-type]
+        assert listed_names(engine, "Which jobs are remote?") == [
+            "Principal Full Stack Rails Engineer - Expert Use"
+        ]
+        assert listed_names(engine, "Which positions are hybrid?") == ["Web Developer"]
+        in_iowa = listed_names(engine, "How many jobs are in Iowa City?")
+        assert sorted(in_iowa) == ["Junior Developer", "Phoenix Application Developer"]
+        answer = engine.ask("Which jobs are remote?")
+        assert "".join(answer.stream()).startswith("1 posting on the lists matches (remote):")
+        assert answer.sources[0].quote == "title: Principal Full Stack Rails Engineer - Expert Use"
+    finally:
+        index.close()
