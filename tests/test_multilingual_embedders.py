@@ -306,3 +306,28 @@ def test_search_with_the_ensemble_finds_a_russian_line_from_an_english_question(
         assert any("Ризотто с морепродуктами" in hit.text for hit in hits)
     finally:
         index.close()
+
+
+def test_a_question_searched_and_then_weighed_is_embedded_once_per_model(
+    ensemble: EnsembleEmbedding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Search asks for each model's view of the question, the evidence for its joint vector: the
+    models embed it once (e5 takes tens of milliseconds a question)."""
+    calls: list[str] = []
+    for cls in (UseEmbedding, E5Embedding):
+        original = cls._encode_queries
+
+        def counted(self: object, queries: list[str], original=original) -> list[list[float]]:  # type: ignore[no-untyped-def]
+            calls.extend(queries)
+            return original(self, queries)
+
+        monkeypatch.setattr(cls, "_encode_queries", counted)
+    question = "Which soup is served cold at Bosfor?"
+    views = ensemble.query_views(question)
+    joint = np.array(ensemble.get_query_embedding(question))
+    assert calls == [question, question]  # one call per model, not four
+    # The joint vector is the views, each scaled by its model's share.
+    shares = np.sqrt(ensemble.shares)
+    assert np.allclose(
+        joint, sum(share * np.array(view) for share, view in zip(shares, views, strict=True))
+    )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from pydantic import Field, PrivateAttr
 
 from rag.calibration import Calibration
 from rag.embeddings.base import InProcessEmbedding
+
+QUESTIONS_KEPT = 64  # questions whose per-model vectors are kept (a few per chat turn)
 
 
 def spread_weights(calibrations: list[Calibration]) -> list[float]:
@@ -50,6 +54,9 @@ class EnsembleEmbedding(InProcessEmbedding):
     parts: list[InProcessEmbedding] = Field(exclude=True)
     shares: list[float] = Field(exclude=True)
     _sizes: list[int] | None = PrivateAttr(default=None)
+    # The last questions' vectors, per model: search and the evidence ask for the same question.
+    _questions: OrderedDict[str, list[list[float]]] = PrivateAttr(default_factory=OrderedDict)
+    _questions_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, parts: list[InProcessEmbedding], min_confidence: float, **data: Any) -> None:
         calibrations = [part.calibration for part in parts]
@@ -82,14 +89,30 @@ class EnsembleEmbedding(InProcessEmbedding):
         return self._join([part._encode(texts) for part in self.parts])
 
     def _encode_queries(self, queries: list[str]) -> list[list[float]]:
-        return self._join([part._encode_queries(queries) for part in self.parts])
+        per_query = [self._question(query) for query in queries]
+        return self._join([[vectors[n] for vectors in per_query] for n in range(len(self.parts))])
 
     def query_views(self, query: str) -> list[list[float]]:
         """One search vector per model: its question vector in its slots, zeros in the others'."""
         sizes = self.sizes()
         views = []
-        for index, part in enumerate(self.parts):
-            vector = part._encode_queries([query])[0]
+        for index, vector in enumerate(self._question(query)):
             before, after = sum(sizes[:index]), sum(sizes[index + 1 :])
             views.append([0.0] * before + vector + [0.0] * after)
         return views
+
+    def _question(self, query: str) -> list[list[float]]:
+        """Each model's vector of a question, computed once for the few last ones: a question is
+        searched (`query_views`) and then compared with its evidence (the joint vector), and e5
+        takes tens of milliseconds a question."""
+        with self._questions_lock:
+            vectors = self._questions.get(query)
+            if vectors is not None:
+                self._questions.move_to_end(query)
+                return vectors
+        vectors = [part._encode_queries([query])[0] for part in self.parts]
+        with self._questions_lock:
+            self._questions[query] = vectors
+            while len(self._questions) > QUESTIONS_KEPT:
+                self._questions.popitem(last=False)
+        return vectors
