@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rag.loaders import document_title
@@ -243,58 +243,53 @@ def conditions(query: RecordQuery) -> str:
 def describe(listed: Listed) -> str:
     """The answer's first line: how many items answer, and what they meet."""
     how = conditions(listed.query)
+    noun = "posting" if listed.query.kind == "posting" else "item"
     if not listed.matched:
-        noun = "posting" if listed.query.kind == "posting" else "item"
         return f"No {noun} on the lists matches" + (f" ({how})." if how else ".")
     n = listed.matched
-    noun = "posting" if listed.query.kind == "posting" else "item"
     return f"{n} {noun}{'s' if n != 1 else ''} on the lists match{'es' if n == 1 else ''}" + (
         f" ({how}):" if how else ":"
     )
 
 
-POSTING_COLUMNS = (
-    ("job", "name"),
-    ("company", "company"),
-    ("location", "place"),
-    ("work", "work_mode"),
-    ("type", "type"),
+def _strength(record: Record) -> str:
+    strength = record.fields.get("strength")
+    return f"{strength:g}%" if strength is not None else ""
+
+
+def _field(key: str) -> Callable[[Record], str]:
+    return lambda record: str(record.fields.get(key, ""))
+
+
+# A table's columns: (heading, the cell of a record).
+ITEM_COLUMNS: tuple[tuple[str, Callable[[Record], str]], ...] = (
+    ("item", lambda record: record.name),
+    ("price", lambda record: price_text(record.fields)),
+    ("strength", _strength),
+    ("size", _field("size")),
+    ("section", _field("section")),
+)
+POSTING_COLUMNS: tuple[tuple[str, Callable[[Record], str]], ...] = (
+    ("job", lambda record: record.name),
+    ("company", _field("company")),
+    ("location", _field("place")),
+    ("work", _field("work_mode")),
+    ("type", _field("type")),
 )
 
 
 def table(listed: Listed) -> str:
-    """The rows as a Markdown table, each with its citation number."""
-    if listed.rows and all(r.fields.get("kind") == "posting" for r in listed.rows):
-        return _table(listed, POSTING_COLUMNS)
-    lines = [
-        "| item | price | strength | size | section | source |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for number, record in enumerate(listed.rows[:TABLE_ROWS], 1):
-        fields = record.fields
-        price = price_text(fields)
-        strength = f"{fields['strength']:g}%" if "strength" in fields else ""
-        cells = [
-            record.name,
-            price,
-            strength,
-            str(fields.get("size", "")),
-            str(fields.get("section", "")),
-            f"[{number}]",
-        ]
-        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
-    if len(listed.rows) > TABLE_ROWS:
-        lines.append(f"\n… and {len(listed.rows) - TABLE_ROWS} more.")
-    return "\n".join(lines)
-
-
-def _table(listed: Listed, columns: Sequence[tuple[str, str]]) -> str:
-    """Rows as a table of the given (heading, field) columns, each with its citation number."""
+    """The rows as a Markdown table (a menu's items, or job postings), each with its citation
+    number."""
+    postings = listed.rows and all(r.fields.get("kind") == "posting" for r in listed.rows)
+    columns = POSTING_COLUMNS if postings else ITEM_COLUMNS
     lines = [
         "| " + " | ".join(heading for heading, _ in columns) + " | source |",
         "| " + " | ".join("---" for _ in columns) + " | --- |",
     ]
     for number, record in enumerate(listed.rows[:TABLE_ROWS], 1):
-        cells = [str(record.fields.get(key, "")) for _, key in columns] + [f"[{number}]"]
+        cells = [cell(record) for _, cell in columns] + [f"[{number}]"]
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    if len(listed.rows) > TABLE_ROWS:
+        lines.append(f"\n… and {len(listed.rows) - TABLE_ROWS} more.")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ PRICES_IN = re.compile(
 SIZE = re.compile(r"(\d+(?:[.,]\d+)?)\s?(ml|cl|l|g|gr|kg|oz|мл|л|г|гр|кг|шт|pcs)(?![^\W\d_])", re.I)
 STRENGTH = re.compile(r"(\d+(?:[.,]\d+)?)\s?(?:%|◦|°|º)")
 # Marks a menu prints beside a name that are not part of it.
-NOISE = re.compile(r"\bNew\b|[|]|\(\s*\)|\s[-–—]\s*$")
+NOISE = re.compile(r"\bNew\b|[|]|\s[-–—]\s*$")
 DIETARY = (
     (re.compile(r"\bvegan\b|веган", re.I), "vegan"),
     # "Veggie (fresh cheese...)" is; "Club (ham, cheese, veggies and mayo)" is not.
@@ -221,10 +221,10 @@ def _line_fields(line: str) -> dict[str, Any]:
     match = PRICED.search(line)
     if match is None:
         return {}
-    price_text = line[match.start() :].strip(" |:·…")
+    printed = line[match.start() :].strip(" |:·…")
     rest = line[: match.start()]
-    fields: dict[str, Any] = {"price": amount(price_text)}
-    unit = currency_of(price_text)
+    fields: dict[str, Any] = {"price": amount(printed)}
+    unit = currency_of(printed)
     if unit:
         fields["currency"] = unit
     strength = STRENGTH.search(rest)
@@ -268,7 +268,7 @@ def _row_fields(line: str) -> dict[str, Any] | None:
 
 def _clean_name(text: str) -> str:
     text = NOISE.sub(" ", text)
-    text = re.sub(r"\(\s*\)", " ", text)
+    text = re.sub(r"\(\s*\)", " ", text)  # what is left of "(8.5◦)" once the strength is read
     return " ".join(text.split()).strip(" ,;:-–")
 
 
