@@ -13,14 +13,16 @@ from llama_index.core.llms import LLM
 from llama_index.core.memory import ChatSummaryMemoryBuffer
 from llama_index.core.utils import get_tokenizer
 
-from rag import record_answers
+from rag import coach, record_answers
 from rag.calibration import Calibration
 from rag.embeddings import calibration_of
 from rag.evidence import QUESTION_WORDS, Evidence, Findings, named_files, question_terms, select
 from rag.index import Index
 from rag.llm import as_backend_error, describe_llm
 from rag.loaders import document_title
+from rag.postings import Line
 from rag.profiles import Profile
+from rag.records import Record
 from rag.retrieve import Retriever, Source, matches
 from rag.text import content_stems
 from rag.verify import CITATION, Verifier, facts, names, sentences
@@ -310,6 +312,10 @@ class ChatEngine:
         """Find the evidence for the (condensed) question and start the answer; memory updates
         when it has been streamed. An unanswerable question is refused without the model."""
         standalone = self.condense(question)
+        if coach.asks_for_fit(standalone):
+            fit = self.fit_answer(question, standalone)
+            if fit is not None:
+                return fit
         listed = self.from_records(standalone)
         if listed is not None:
             return self._list_answer(question, standalone, listed)
@@ -328,22 +334,58 @@ class ChatEngine:
             answer.tokens = self._refuse(answer)
         return answer
 
+    def records(self) -> list[Record]:
+        """The records of the documents this chat may read."""
+        return [
+            record
+            for record in self.index.records(self.profile.collection)
+            if self.where is None
+            or matches({"chat_id": record.chat_id, "file": record.file}, self.where)
+        ]
+
     def from_records(self, question: str) -> record_answers.Listed | None:
         """The answer to a list question ("the cheapest", "under 3 euros", "how many") from the
         records of the documents this chat may read; None for any other question."""
         query = record_answers.parse(question)
         if query is None:
             return None
-        records = [
-            record
-            for record in self.index.records(self.profile.collection)
-            if self.where is None
-            or matches({"chat_id": record.chat_id, "file": record.file}, self.where)
-        ]
+        records = self.records()
+        if self.profile.records:  # a menu profile lists items, a jobs profile postings
+            records = [r for r in records if r.fields.get("kind") == self.profile.records.kind]
         return record_answers.answer(query, records) if records else None
+
+    def fit_answer(self, question: str, standalone: str) -> Answer | None:
+        """How the chat's CV fits the job postings it may read, from their records, without the
+        model; None when it may read no posting (the question is not about jobs), or its
+        profile lists other records (a menu's)."""
+        if self.profile.records and self.profile.records.kind != "posting":
+            return None
+        records = self.records()
+        postings = coach.named_postings(standalone, records)
+        if not postings:
+            return None
+        cvs = [r for r in records if r.fields.get("kind") == "cv"]
+        # The CV attached in this chat, the latest, before one among the shared documents.
+        cv = max(reversed(cvs), key=lambda r: bool(r.chat_id), default=None)
+        if cv is None:
+            return self._records_answer(question, standalone, coach.NO_CV, [])
+        made = coach.report(cv, coach.match(cv, postings))
+        return self._records_answer(question, standalone, made.text, made.quoted)
 
     def _list_answer(self, question: str, standalone: str, listed: record_answers.Listed) -> Answer:
         """Records answer without the model: a table of the rows, each cited to its line."""
+        rows = listed.rows[: record_answers.TABLE_ROWS]
+        text = record_answers.describe(listed)
+        if rows:
+            schema = self.profile.records
+            text += f"\n\n{record_answers.table(listed, schema.shown if schema else None)}"
+        quoted = [(record, Line(record.page, record.start, record.end, record.text)) for record in rows]
+        return self._records_answer(question, standalone, text, quoted)
+
+    def _records_answer(
+        self, question: str, standalone: str, text: str, quoted: list[tuple[Record, Line]]
+    ) -> Answer:
+        """An answer made from records, its sources the lines it quotes, in citation order."""
         answer = Answer(
             question=question,
             standalone_question=standalone,
@@ -351,22 +393,18 @@ class ChatEngine:
             model=describe_llm(self.llm),
             tokens=iter(()),
         )
-        rows = listed.rows[: record_answers.TABLE_ROWS]
         answer.sources = [
             Source(
                 file=record.file,
-                page=record.page,
+                page=line.page,
                 score=1.0,
-                text=record.text,
-                quote=record.text,
-                span=(record.start, record.end),
+                text=line.text,
+                quote=line.text,
+                span=(line.start, line.end),
                 location=record.location,
             )
-            for record in rows
+            for record, line in quoted
         ]
-        text = record_answers.describe(listed)
-        if rows:
-            text += f"\n\n{record_answers.table(listed)}"
 
         def tokens() -> Iterator[str]:
             yield from text.splitlines(keepends=True)

@@ -4,11 +4,43 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from rag.config import Settings, validate_collection_name
 from rag.errors import ConfigError
+
+
+# The fields each kind of record has (rag.records), in the order tables show them.
+RECORD_FIELDS = {
+    "item": ("name", "price", "strength", "size", "section", "currency", "dietary"),
+    "posting": ("name", "company", "place", "work_mode", "type", "salary", "asks"),
+}
+
+
+class RecordSchema(BaseModel, frozen=True, extra="forbid"):
+    """What a profile's documents list: menu items or job postings, and the fields its answers
+    show. `item` turns on the menu guide, `posting` the job coach."""
+
+    kind: Literal["item", "posting"]
+    fields: tuple[str, ...] = ()  # empty: all of the kind's
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> RecordSchema:
+        known = RECORD_FIELDS[self.kind]
+        unknown = [name for name in self.fields if name not in known]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} not a field of {self.kind} records ({', '.join(known)})"
+            )
+        if self.fields and "name" not in self.fields:
+            raise ValueError("fields must include name")
+        return self
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        return self.fields or RECORD_FIELDS[self.kind]
 
 
 class Profile(BaseModel, frozen=True):
@@ -21,6 +53,7 @@ class Profile(BaseModel, frozen=True):
     starters: list[str] = Field(default_factory=list, max_length=8)
     collection: str = "default"
     top_k: int = Field(default=5, ge=1, le=50)
+    records: RecordSchema | None = None  # None: list questions over whatever the documents list
 
     @field_validator("collection")
     @classmethod

@@ -174,7 +174,7 @@ def answer(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
     """The records that answer `query`; None when no record names what it asks about (the terms
     match nothing, so the question is not about these lists)."""
     if query.terms:
-        named = [r for r in records if query.terms <= _stems(r)]
+        named = [r for r in records if query.terms <= record_stems(r)]
         if not named:
             return None
     else:
@@ -184,7 +184,7 @@ def answer(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
     rows = [
         r
         for r in named
-        if (query.kind is None or r.fields.get("kind", "item") == query.kind)
+        if r.fields.get("kind", "item") == (query.kind or "item")
         and (query.work_mode is None or r.fields.get("work_mode") == query.work_mode)
         and (query.currency is None or r.fields.get("currency") in (None, query.currency))
         and (not priced or r.fields.get("price") is not None)
@@ -210,7 +210,8 @@ def _beats_or_ties(record: Record, last: Record, field: str | None, ascending: b
     return value <= bound if ascending else value >= bound
 
 
-def _stems(record: Record) -> set[str]:
+def record_stems(record: Record) -> set[str]:
+    """The stems a question may name a record by: its name, section, company, place, file."""
     fields = record.fields
     said = " ".join(str(fields.get(key, "")) for key in ("section", "company", "place"))
     text = f"{record.name} {said} {document_title(record.file)}"
@@ -258,36 +259,49 @@ def _strength(record: Record) -> str:
 
 
 def _field(key: str) -> Callable[[Record], str]:
-    return lambda record: str(record.fields.get(key, ""))
+    def cell(record: Record) -> str:
+        value = record.fields.get(key, "")
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return cell
 
 
-# A table's columns: (heading, the cell of a record).
-ITEM_COLUMNS: tuple[tuple[str, Callable[[Record], str]], ...] = (
-    ("item", lambda record: record.name),
-    ("price", lambda record: price_text(record.fields)),
-    ("strength", _strength),
-    ("size", _field("size")),
-    ("section", _field("section")),
-)
-POSTING_COLUMNS: tuple[tuple[str, Callable[[Record], str]], ...] = (
-    ("job", lambda record: record.name),
-    ("company", _field("company")),
-    ("location", _field("place")),
-    ("work", _field("work_mode")),
-    ("type", _field("type")),
-)
+# A table's columns by the field they show: (heading, the cell of a record).
+Column = tuple[str, Callable[[Record], str]]
+ITEM_COLUMNS: dict[str, Column] = {
+    "name": ("item", lambda record: record.name),
+    "price": ("price", lambda record: price_text(record.fields)),
+    "strength": ("strength", _strength),
+    "size": ("size", _field("size")),
+    "section": ("section", _field("section")),
+    "dietary": ("dietary", lambda record: ", ".join(record.fields.get("dietary", []))),
+}
+POSTING_COLUMNS: dict[str, Column] = {
+    "name": ("job", lambda record: record.name),
+    "company": ("company", _field("company")),
+    "place": ("location", _field("place")),
+    "work_mode": ("work", _field("work_mode")),
+    "type": ("type", _field("type")),
+    "salary": ("salary", _field("salary")),
+}
 
 
-def table(listed: Listed) -> str:
+def table(listed: Listed, fields: Sequence[str] | None = None) -> str:
     """The rows as a Markdown table (a menu's items, or job postings), each with its citation
-    number."""
+    number: the columns of `fields` (a profile's record schema; default: all) that any row has."""
     postings = listed.rows and all(r.fields.get("kind") == "posting" for r in listed.rows)
-    columns = POSTING_COLUMNS if postings else ITEM_COLUMNS
+    known = POSTING_COLUMNS if postings else ITEM_COLUMNS
+    shown = listed.rows[:TABLE_ROWS]
+    columns = [
+        known[name]
+        for name in (fields or known)
+        if name in known and (name == "name" or any(known[name][1](r) for r in shown))
+    ]
     lines = [
         "| " + " | ".join(heading for heading, _ in columns) + " | source |",
         "| " + " | ".join("---" for _ in columns) + " | --- |",
     ]
-    for number, record in enumerate(listed.rows[:TABLE_ROWS], 1):
+    for number, record in enumerate(shown, 1):
         cells = [cell(record) for _, cell in columns] + [f"[{number}]"]
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     if len(listed.rows) > TABLE_ROWS:

@@ -1,4 +1,4 @@
-"""Records read from documents: the items of menus and price lists (name, section, price, size, strength, dietary tags), each linked to its page and span."""
+"""Records read from documents: the items of menus and price lists (name, section, price, size, strength, dietary tags), job postings and CVs, each linked to its page and span."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.pages import Page
+from rag.postings import cv_lines, cv_name, is_cv, posting_fields
 from rag.price_lists import PRICED, is_priced
 from rag.tables import CELL_SEPARATOR
 
@@ -95,60 +96,41 @@ def price_text(fields: dict[str, Any]) -> str:
 
 def records_of(pages: Iterable[Page]) -> list[Record]:
     """The items of every page that lists them (a menu or price list read item by item, or a
-    table whose rows have a price), and a job posting's record."""
+    table whose rows have a price), and a job posting's or a CV's record."""
     pages = list(pages)
     currency = document_currency(pages)
     records = [record for page in pages if page.cut_at_lines for record in _items(page, currency)]
     posting = next((record for page in pages if (record := _posting(page))), None)
-    return [*records, posting] if posting else records
-
-
-# A posting's fields, by the keys its front matter or JSON gives them ("location.city: Berlin").
-POSTING_KEYS = {
-    "title": "name",
-    "company": "company",
-    "location": "place",  # not "location": a record's location is where it is cited
-    "location.city": "place",
-    "type": "type",
-    "remote": "work_mode",
-    "salary": "salary",
-}
-POSTING_HEAD = 40  # lines: a posting's keys come first
-WORK_MODES = (
-    (re.compile(r"hybrid|гибрид", re.I), "hybrid"),
-    (re.compile(r"remote|удал[её]н", re.I), "remote"),
-    (re.compile(r"on[- ]?site|in[- ]office|office", re.I), "on-site"),
-)
+    if posting:
+        return [*records, posting]
+    cv = _cv(pages)
+    return [*records, cv] if cv else records
 
 
 def _posting(page: Page) -> Record | None:
-    """A job posting: a page whose first lines give its title and company as keys (a Markdown
-    posting's front matter, a JSON job description). Only what the keys say is recorded."""
-    found: dict[str, str] = {}
-    first: tuple[int, int] | None = None
-    offset = 0
-    for line in page.text.split("\n")[:POSTING_HEAD]:
-        key, sep, value = line.partition(": ")
-        name = POSTING_KEYS.get(key.strip().casefold()) if sep else None
-        if name and value.strip() and name not in found:
-            found[name] = value.strip()
-            if name == "name":
-                first = (offset, offset + len(line))
-        offset += len(line) + 1
-    if first is None or "company" not in found:
+    """A job posting's record (rag.postings), its salary read as an amount."""
+    found = posting_fields(page)
+    if found is None:
         return None
-    fields: dict[str, Any] = {"kind": "posting", **found}
-    mode = fields.get("work_mode") or (
-        fields["place"] if re.search(r"remote", fields.get("place", ""), re.I) else ""
-    )
-    fields.pop("work_mode", None)
-    label = next((m for pattern, m in WORK_MODES if pattern.search(mode)), None)
-    if label:
-        fields["work_mode"] = label
+    fields, start, end = found
     if "salary" in fields:
         fields["salary"] = amount(fields["salary"]) or fields["salary"]
-    text = page.text[first[0] : first[1]]
-    return Record(page.page, first[0], first[1], page.location, fields, text=text)
+    return Record(page.page, start, end, page.location, fields, text=page.text[start:end])
+
+
+def _cv(pages: list[Page]) -> Record | None:
+    """A CV's record: its holder's name and its quotable lines (what the job coach matches)."""
+    if not pages or not is_cv(pages):
+        return None
+    lines = cv_lines(pages)
+    if not lines:
+        return None
+    first = lines[0]
+    fields: dict[str, Any] = {"kind": "cv", "lines": [line.to_json() for line in lines]}
+    name = cv_name(pages)
+    if name:
+        fields["name"] = name
+    return Record(first.page, first.start, first.end, pages[0].location, fields, text=first.text)
 
 
 def document_currency(pages: Iterable[Page]) -> str | None:
