@@ -13,7 +13,7 @@ import chainlit as cl
 from chainlit.data import get_data_layer
 from chainlit.input_widget import Slider
 
-from rag.chat import ChatSession, describe_search, history_from_turns
+from rag.chat import Attachment, ChatSession, describe_search, history_from_turns
 from rag.errors import RagError
 from rag.logs import internal_error_line
 from rag.retrieve import Source
@@ -163,9 +163,10 @@ async def on_message(message: cl.Message) -> None:
             )
         cl.user_session.set("profile_saved", True)
     try:
-        await index_attachments(session, message)
-        if message.content.strip():
-            await answer(session, message.content)
+        attached = await index_attachments(session, message)
+        question = await asyncio.to_thread(session.question_for, message.content, attached)
+        if question:
+            await answer(session, question)
     except RagError as error:
         await cl.Message(content=f"⚠️ {error}").send()
     except Exception as error:  # one readable line in the chat, the traceback in the log
@@ -173,13 +174,14 @@ async def on_message(message: cl.Message) -> None:
         await cl.Message(content=f"⚠️ {internal_error_line(error)}").send()
 
 
-async def index_attachments(session: ChatSession, message: cl.Message) -> None:
+async def index_attachments(session: ChatSession, message: cl.Message) -> list[Attachment]:
     files = [element for element in message.elements or [] if getattr(element, "path", None)]
     if not files:
-        return
+        return []
     if len(files) > settings.upload_max_files:
         await cl.Message(content=f"⚠️ {too_many_files(len(files), settings)}").send()
         files = files[: settings.upload_max_files]
+    attached = []
     for element in files:
         async with cl.Step(name=f"Indexing {element.name}", type="tool") as step:
             result = await asyncio.to_thread(
@@ -188,6 +190,8 @@ async def index_attachments(session: ChatSession, message: cl.Message) -> None:
             step.output = result.message
         if not result.indexed:
             await cl.Message(content=f"⚠️ {result.message}").send()
+        attached.append(result)
+    return attached
 
 
 async def answer(session: ChatSession, question: str) -> None:

@@ -15,6 +15,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 
 from rag.bounded import BoundedFolder
+from rag.coach import FIT_QUESTION
 from rag.config import Settings
 from rag.engine import Answer, ChatEngine
 from rag.errors import FileRefused, RagError
@@ -341,6 +342,19 @@ class ChatSession:
 
     def ask(self, question: str) -> Answer:
         return self.engine().ask(question)
+
+    def question_for(self, text: str, attached: list[Attachment]) -> str:
+        """What a message asks: its text; or, when a CV comes alone in a job coach's chat (a
+        profile whose records are postings), how it fits the postings."""
+        if text.strip() or not self.profile.records or self.profile.records.kind != "posting":
+            return text.strip()
+        names = {a.name for a in attached if a.indexed}
+        cvs = [
+            r
+            for r in self.engine().records()
+            if r.fields.get("kind") == "cv" and r.chat_id == self.chat_id and r.file in names
+        ]
+        return FIT_QUESTION if cvs else ""
 
     def attach(self, path: Path, name: str, size: int | None = None) -> Attachment:
         """Index one uploaded file for this chat only; refusals come back as a readable reason."""

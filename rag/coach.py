@@ -13,6 +13,8 @@ from rag.record_answers import record_stems
 from rag.records import Record
 from rag.text import content_stems, stems_of
 
+# Asked for the user when a CV is attached alone in a job coach's chat.
+FIT_QUESTION = "Which of these jobs fit my CV best, and what am I missing?"
 # "Which job fits my CV best?", "what am I missing for the Stitch Fix job?", "am I qualified?"
 FIT = re.compile(
     r"\b(fits?|suits?|match(es|ing)?|missing|lack\w*|qualif\w*|gaps?|best for me|right for me|"
@@ -153,7 +155,9 @@ def _quotes(terms: set[str], lines: list[Line], line_stems: list[set[str]]) -> t
     """The CV lines that cover the most of `terms`, fewest first."""
     left, chosen = set(terms), []
     while left and len(chosen) < CV_QUOTES:
-        best = max(range(len(lines)), key=lambda i: (len(line_stems[i] & left), -len(lines[i].text)))
+        best = max(
+            range(len(lines)), key=lambda i: (len(line_stems[i] & left), -len(lines[i].text))
+        )
         if not line_stems[best] & left:
             break
         chosen.append(lines[best])
@@ -163,7 +167,9 @@ def _quotes(terms: set[str], lines: list[Line], line_stems: list[set[str]]) -> t
 
 def posting_title(posting: Record) -> str:
     company = posting.fields.get("company")
-    return f"{posting.name} at {company}" if company else posting.name or document_title(posting.file)
+    return (
+        f"{posting.name} at {company}" if company else posting.name or document_title(posting.file)
+    )
 
 
 @dataclass

@@ -379,7 +379,9 @@ class ChatEngine:
         if rows:
             schema = self.profile.records
             text += f"\n\n{record_answers.table(listed, schema.shown if schema else None)}"
-        quoted = [(record, Line(record.page, record.start, record.end, record.text)) for record in rows]
+        quoted = [
+            (record, Line(record.page, record.start, record.end, record.text)) for record in rows
+        ]
         return self._records_answer(question, standalone, text, quoted)
 
     def _records_answer(

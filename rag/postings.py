@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,10 @@ WORK_MODES = (
 # "Technologies we use to solve problems include:") or the JSON key that holds it
 # ("qualifications[0]"). Checked in order: "Preferred qualifications" are preferred.
 ASKS = (
-    (re.compile(r"bonus|nice[- ]to[- ]have|preferred|desired|desirable|a plus|ideally", re.I), "preferred"),
+    (
+        re.compile(r"bonus|nice[- ]to[- ]have|preferred|desired|desirable|a plus|ideally", re.I),
+        "preferred",
+    ),
     (
         re.compile(
             r"require|qualif|prerequisit|must[- ]have|you have|who you are|you bring|we expect|"
@@ -159,14 +163,16 @@ CV_SECTIONS = re.compile(
     r"опыт работы|образование|навыки)$",
     re.I,
 )
-JSON_RESUME = re.compile(r"^(?:basics\.name|work\[\d+\]\.|education\[\d+\]\.|skills\[\d+\]\.)", re.M)
+JSON_RESUME = re.compile(
+    r"^(?:basics\.name|work\[\d+\]\.|education\[\d+\]\.|skills\[\d+\]\.)", re.M
+)
 MAX_CV_LINE = 240  # characters: a longer line is quoted sentence by sentence
 
 
 def is_cv(pages: Iterable[Page]) -> bool:
     """Whether a document is a CV: JSON Resume's keys, or at least two CV section headings."""
     text = "\n".join(page.text for page in pages)
-    if len(set(m.group(0).split(".")[0].split("[")[0] for m in JSON_RESUME.finditer(text))) >= 2:
+    if len({m.group(0).split(".")[0].split("[")[0] for m in JSON_RESUME.finditer(text)}) >= 2:
         return True
     headings = {
         HEADING.sub("", line).strip(" :").casefold()
@@ -189,9 +195,11 @@ def cv_lines(pages: Iterable[Page]) -> list[Line]:
                 found.append(Line(page.page, start, start + len(stripped), stripped))
                 continue
             cuts = [0, *(m.end() for m in SENTENCE_END.finditer(stripped)), len(stripped)]
-            for begin, end in zip(cuts, cuts[1:]):
+            for begin, end in itertools.pairwise(cuts):
                 sentence = stripped[begin:end].rstrip()
-                found.append(Line(page.page, start + begin, start + begin + len(sentence), sentence))
+                found.append(
+                    Line(page.page, start + begin, start + begin + len(sentence), sentence)
+                )
     return found
 
 

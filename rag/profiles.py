@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from rag.config import Settings, validate_collection_name
 from rag.errors import ConfigError
 
-
 # The fields each kind of record has (rag.records), in the order tables show them.
 RECORD_FIELDS = {
     "item": ("name", "price", "strength", "size", "section", "currency", "dietary"),

@@ -258,6 +258,20 @@ def test_broken_profile_names_file_and_field(tmp_path: Path) -> None:
         get_profile(tmp_path, "bad")
 
 
+def test_a_profiles_record_schema_is_validated(tmp_path: Path) -> None:
+    from rag.errors import ConfigError
+
+    head = 'system_prompt = "x"\n[records]\n'
+    (tmp_path / "menus.toml").write_text(head + 'kind = "item"\nfields = ["name", "salary"]\n')
+    with pytest.raises(ConfigError, match=r"menus\.toml: field 'records': .*salary not a field"):
+        get_profile(tmp_path, "menus")
+    (tmp_path / "menus.toml").write_text(head + 'kind = "dish"\n')
+    with pytest.raises(ConfigError, match=r"menus\.toml: field 'records\.kind'"):
+        get_profile(tmp_path, "menus")
+    (tmp_path / "menus.toml").write_text(head + 'kind = "item"\n')
+    assert get_profile(tmp_path, "menus").records.shown[:2] == ("name", "price")  # type: ignore[union-attr]
+
+
 def test_profile_collection_is_validated() -> None:
     with pytest.raises(ValueError):
         Profile(name="x", system_prompt="y", collection="no way!")
