@@ -165,7 +165,7 @@ def ours(index: Any, llm: Any, profile: Any) -> Callable[[Any], Any]:
     from rag.engine import ChatEngine
     from rag.evaluate import engine_replies
 
-    return engine_replies(lambda: ChatEngine(index, llm, profile))
+    return engine_replies(lambda chat_id: ChatEngine(index, llm, profile))
 
 
 def llamaindex(index: Any, llm: Any) -> Callable[[Any], Any]:

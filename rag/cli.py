@@ -305,10 +305,17 @@ def eval_answers(index: Any, args: argparse.Namespace) -> int:
         verdict = "ok " if row.correct else "BAD"
         print(f"[{number}/{len(items)}] {verdict} {row.item.id}", file=sys.stderr, flush=True)
 
+    def new_engine(chat_id: str) -> ChatEngine:
+        where = {"chat_id": {"$in": ["", chat_id]}}  # never another item's attachments
+        return ChatEngine(index, llm, profile, top_k=args.k, where=where)
+
+    def attach(path: Path, chat_id: str) -> None:
+        report = index.attach(path, path.name, chat_id=chat_id, collection=profile.collection)
+        if report.failed:
+            raise ConfigError(str(report.failed[0]))
+
     result = evaluate_answers(
-        items,
-        engine_replies(lambda: ChatEngine(index, llm, profile, top_k=args.k)),
-        progress=None if args.json else progress,
+        items, engine_replies(new_engine, attach), progress=None if args.json else progress
     )
     if args.report:
         write_rows([row.to_json() for row in result.rows], args.report)

@@ -105,11 +105,13 @@ jobs posting postings position positions role roles opening openings vacancy vac
 
 
 def named_postings(question: str, records: Sequence[Record]) -> list[Record]:
-    """The postings a fit question is about: those it names ("the Stitch Fix job"), else all."""
+    """The postings a fit question is about: those it names best ("the Stitch Fix job", "the
+    Pear Deck developer job": not every developer job), else all."""
     postings = [r for r in records if r.fields.get("kind") == "posting"]
     terms = content_stems(question) - stems_of(COACH_WORDS)
-    named = [p for p in postings if terms & record_stems(p)]
-    return named or postings
+    named = {id(p): len(terms & record_stems(p)) for p in postings}
+    most = max(named.values(), default=0)
+    return [p for p in postings if named[id(p)] == most] if most else postings
 
 
 def asks_of(posting: Record) -> list[Ask]:
@@ -130,7 +132,7 @@ def match(cv: Record, postings: Sequence[Record]) -> list[Fit]:
 
     An ask is found when the CV's words cover its key terms: any of up to three ("Angular /
     React", "Degree or certification in CS"), else at least half. This is word matching, shown
-    with its quotes: "not found" means the CV does not say it in these words.
+    with its quotes: "not shown" means the CV does not say it in these words.
     """
     lines = [Line(*line) for line in cv.fields.get("lines", [])]
     line_stems = [content_stems(KEY_PREFIX.sub("", line.text), shortest=1) for line in lines]
@@ -203,9 +205,9 @@ def report(cv: Record, fits: Sequence[Fit]) -> Report:
     whose = f"{cv.name}'s CV" if cv.name else "Your CV"
     lines = [
         f"{whose} ({cv.file}) against {len(fits)} job posting{'s' if len(fits) != 1 else ''}, "
-        "best fit first. A requirement counts as found when your CV says it in its words:",
+        "best fit first. A requirement counts as shown when your CV says it in its words:",
         "",
-        "| # | job | found in your CV |",
+        "| # | job | shown by your CV |",
         "| --- | --- | --- |",
     ]
     for rank, fit in enumerate(fits, 1):
@@ -219,14 +221,14 @@ def report(cv: Record, fits: Sequence[Fit]) -> Report:
             lines.append("The posting lists no requirements, skills or duties to check.")
             continue
         if fit.found:
-            lines.append("Found in your CV:")
+            lines.append("Your CV shows:")
             for check in fit.found[:SHOWN_CHECKS]:
                 asked = cite(fit.posting, check.ask.line)  # numbered before the CV's lines
                 shown = ", ".join(cite(cv, line) for line in check.shown_by)
                 lines.append(f"- {_kind(check)} {asked}: {shown}")
             lines += _more(len(fit.found))
         if fit.missing:
-            lines.append("Not found in your CV:")
+            lines.append("Your CV does not show:")
             for check in fit.missing[:SHOWN_CHECKS]:
                 lines.append(f"- {_kind(check)} {cite(fit.posting, check.ask.line)}")
             lines += _more(len(fit.missing))

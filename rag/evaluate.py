@@ -298,16 +298,21 @@ class AnswerItem:
     page: int | None = None
     kind: str = ""
     line: int | None = None
+    attach: tuple[Path, ...] = ()  # files attached to the item's chat before it is asked (a CV)
 
 
 def load_answer_questions(path: str | Path) -> list[AnswerItem]:
     """Read an answer set: `{"id", "question", "history"?, "must": [regex...], "forbid"?: [...]}` or
     `{"id", "question", "refuse": true, "forbid"?: [regex...]}` a line. Raises ConfigError naming
-    the line of anything else (a regex that does not compile included)."""
-    return [_answer_item(record, number, bad) for number, record, bad in records(Path(path))]
+    the line of anything else (a regex that does not compile included). `"attach": [path, ...]`
+    (relative to the set's folder) are attached to the item's own chat before it is asked."""
+    folder = Path(path).parent
+    return [
+        _answer_item(record, number, bad, folder) for number, record, bad in records(Path(path))
+    ]
 
 
-def _answer_item(record: dict[str, Any], number: int, bad: Complaint) -> AnswerItem:
+def _answer_item(record: dict[str, Any], number: int, bad: Complaint, folder: Path) -> AnswerItem:
     def strings(key: str) -> tuple[str, ...]:
         value = record.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -324,6 +329,10 @@ def _answer_item(record: dict[str, Any], number: int, bad: Complaint) -> AnswerI
         except re.error as error:
             raise bad(f"the regex {pattern!r} does not compile ({error})") from None
     page = record.get("page")
+    attach = tuple(folder / name for name in strings("attach"))
+    missing = [str(p) for p in attach if not p.is_file()]
+    if missing:
+        raise bad(f"the attached file {missing[0]} does not exist")
     return AnswerItem(
         id=str(record.get("id", number)),
         question=record["question"],
@@ -335,6 +344,7 @@ def _answer_item(record: dict[str, Any], number: int, bad: Complaint) -> AnswerI
         page=page if isinstance(page, int) and not isinstance(page, bool) else None,
         kind=str(record.get("kind", "")),
         line=number,
+        attach=attach,
     )
 
 
@@ -478,12 +488,21 @@ def evaluate_answers(
     return AnswerEvalResult(rows)
 
 
-def engine_replies(new_engine: Callable[[], Any]) -> Callable[[AnswerItem], Reply]:
-    """`ask` for evaluate_answers over our ChatEngine: a fresh engine per item, its history
-    asked (and answered) first; the first token is the first visible text of the answer."""
+def engine_replies(
+    new_engine: Callable[[str], Any], attach: Callable[[Path, str], Any] | None = None
+) -> Callable[[AnswerItem], Reply]:
+    """`ask` for evaluate_answers over our ChatEngine: a fresh engine per item, for a chat of its
+    own (`new_engine(chat_id)`; "" for the shared documents only) where `attach(path, chat_id)`
+    put its files; its history asked (and answered) first; the first token is the first visible
+    text of the answer."""
 
     def ask(item: AnswerItem) -> Reply:
-        engine = new_engine()
+        chat_id = f"eval-{item.id}" if item.attach else ""
+        for path in item.attach:
+            if attach is None:
+                raise ConfigError(f"{item.id}: this evaluation cannot attach files")
+            attach(path, chat_id)
+        engine = new_engine(chat_id)
         for earlier in item.history:
             for _ in engine.ask(earlier).stream():
                 pass

@@ -42,6 +42,16 @@ ORDERS = (
         True,
     ),
 )
+# Comparatives of a compare question ("Which is cheaper, Duvel or Chimay?"): field, ascending.
+COMPARATIVES = (
+    (re.compile(r"\b(cheaper|less expensive)\b|дешевле", re.I), "price", True),
+    (re.compile(r"\b(more expensive|dearer|pricier|costs? more)\b|дороже", re.I), "price", False),
+    (re.compile(r"\bstronger\b|крепче", re.I), "strength", False),
+    (re.compile(r"\bweaker\b", re.I), "strength", True),
+)
+COMPARE = re.compile(r"\b(compare|comparison|versus|vs\.?|difference between)(?!\w)|сравни", re.I)
+# What separates the things a compare question names: "Duvel or Chimay", "X than Y", "X vs Y".
+COMPARED_APART = re.compile(r"\s*(?:[,;]|\b(?:or|and|vs\.?|versus|than|with|или|и|чем)\b)\s*", re.I)
 TOP = re.compile(
     rf"\b(?:the\s+)?{_COUNT}\s+(?:\w+\s+)?(?:cheapest|most|least|strongest|weakest|lowest|highest)",
     re.I,
@@ -80,6 +90,7 @@ cheapest cheap cheaper expensive priciest dearest lowest highest price priced pr
 strongest weakest strong alcohol abv strength percent most least under below over above less more
 than at up from euro euros eur rouble roubles ruble rubles dollar dollars how many number count
 vegan vegetarian veggie gluten free top item items job jobs position positions role roles
+compare comparison versus vs difference between stronger weaker dearer pricier which is
 opening openings posting postings vacancy vacancies remote remotely hybrid onsite site office
 work working thing things option options choice choices
 dish dishes drink drinks food something anything everything there menu menus order list listed
@@ -105,15 +116,19 @@ class RecordQuery:
     work_mode: str | None = None  # remote, hybrid, on-site
     count: bool = False
     terms: frozenset[str] = frozenset()
+    # A compare question's things, as written and by the stems a record must have.
+    compare: tuple[tuple[str, frozenset[str]], ...] = ()
 
 
 @dataclass(frozen=True)
 class Listed:
-    """The records that answer, in order, and how many matched in all."""
+    """The records that answer, in order, and how many matched in all; for a compare question,
+    the records of each thing compared."""
 
     query: RecordQuery
     rows: list[Record]
     matched: int
+    groups: tuple[tuple[str, tuple[Record, ...]], ...] = ()
 
 
 def parse(question: str) -> RecordQuery | None:
@@ -132,6 +147,13 @@ def parse(question: str) -> RecordQuery | None:
     kind = "posting" if POSTINGS.search(question) else None
     work_mode = next((mode for pattern, mode in WORK_MODES if pattern.search(question)), None)
     listing = (dietary or work_mode) is not None and bool(LISTING.search(question))
+    currency = next((code for pattern, code in CURRENCIES if pattern.search(question)), None)
+    comparative = next(((f, a) for pattern, f, a in COMPARATIVES if pattern.search(question)), None)
+    if below is None and above is None and (comparative or COMPARE.search(question)):
+        compared = _compared(question)
+        if len(compared) >= 2:
+            by = None if kind == "posting" else comparative or ("price", True)
+            return RecordQuery(order=by, currency=currency, kind=kind, compare=compared)
     if order is None and below is None and above is None and not count and not listing:
         return None
     limit = None
@@ -141,7 +163,6 @@ def parse(question: str) -> RecordQuery | None:
         limit = int(word) if word.isdigit() else NUMBER_WORDS.get(word)
     elif order is not None and _asks_for_one(question):
         limit = 1  # "the cheapest beer", "which is the strongest": one (and its ties)
-    currency = next((code for pattern, code in CURRENCIES if pattern.search(question)), None)
     operators = content_stems(OPERATOR_WORDS)
     terms = frozenset(
         stem for stem in content_stems(question) if stem not in operators and not stem[0].isdigit()
@@ -149,6 +170,22 @@ def parse(question: str) -> RecordQuery | None:
     return RecordQuery(
         order, limit, below, above, inclusive, currency, dietary, kind, work_mode, count, terms
     )
+
+
+def _compared(question: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """The things a compare question names, each with the stems that name it: "Which is
+    cheaper, Duvel or Chimay Bleue?" compares "Duvel" and "Chimay Bleue"."""
+    operators = content_stems(OPERATOR_WORDS)
+    compared = []
+    for part in COMPARED_APART.split(question.strip(" ?!.")):
+        # Numbers stay: they name items ("Glenfiddich 12", "Rochefort 8").
+        stems = frozenset(s for s in content_stems(part, shortest=1) if s not in operators)
+        if stems:
+            words = [
+                w for w in re.findall(r"[\w'’-]+", part) if content_stems(w, shortest=1) & stems
+            ]
+            compared.append((" ".join(words), stems))
+    return tuple(compared)
 
 
 SUPERLATIVE = re.compile(r"\b(?:most|least)\s+\w+\s+(\w+)|\b\w+est\s+(\w+)", re.I)
@@ -173,6 +210,8 @@ def _bound(match: re.Match[str] | None) -> float | None:
 def answer(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
     """The records that answer `query`; None when no record names what it asks about (the terms
     match nothing, so the question is not about these lists)."""
+    if query.compare:
+        return _compare(query, records)
     if query.terms:
         named = [r for r in records if query.terms <= record_stems(r)]
         if not named:
@@ -199,6 +238,30 @@ def answer(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
             cut = rows[: query.limit]
             rows = [r for r in rows if cut and _beats_or_ties(r, cut[-1], field, query.order[1])]
     return Listed(query, rows, len(rows))
+
+
+def _compare(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
+    """Each thing compared, by the records that name it; None when one is named by none (the
+    documents may still say it in words: the grounded answer runs)."""
+    field = query.order[0] if query.order else None
+    kind = query.kind or "item"
+    groups = []
+    for label, stems in query.compare:
+        named = tuple(
+            r
+            for r in records
+            if r.fields.get("kind", "item") == kind
+            and stems <= record_stems(r)
+            and (field is None or r.fields.get(field) is not None)
+            and (query.currency is None or r.fields.get("currency") in (None, query.currency))
+        )
+        if not named:
+            return None
+        groups.append((label, named))
+    rows = list({id(r): r for _, named in groups for r in named}.values())
+    if query.order:
+        rows.sort(key=lambda r: r.fields[field], reverse=not query.order[1])
+    return Listed(query, rows, len(rows), tuple(groups))
 
 
 def _within(low: float, high: float, inclusive: bool) -> bool:
@@ -242,7 +305,10 @@ def conditions(query: RecordQuery) -> str:
 
 
 def describe(listed: Listed) -> str:
-    """The answer's first line: how many items answer, and what they meet."""
+    """The answer's first line: how many items answer, and what they meet; for a compare
+    question, the verdict."""
+    if listed.groups:
+        return _verdict(listed)
     how = conditions(listed.query)
     noun = "posting" if listed.query.kind == "posting" else "item"
     if not listed.matched:
@@ -251,6 +317,43 @@ def describe(listed: Listed) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''} on the lists match{'es' if n == 1 else ''}" + (
         f" ({how}):" if how else ":"
     )
+
+
+VERDICT_WORDS = {
+    ("price", True): ("is cheaper than", "cost the same"),
+    ("price", False): ("costs more than", "cost the same"),
+    ("strength", False): ("is stronger than", "are as strong"),
+    ("strength", True): ("is weaker than", "are as strong"),
+}
+
+
+def _verdict(listed: Listed) -> str:
+    """ "Duvel (3.50 EUR) is cheaper than Chimay Bleue (4 EUR)."; of things that name several
+    items, each one's range."""
+    order = listed.query.order
+    if order is None:
+        return f"The {len(listed.rows)} postings compared:"
+    field = order[0]
+    shown = price_text if field == "price" else lambda f: f"{f['strength']:g}%"
+    single = [named[0] for _, named in listed.groups if len(named) == 1]
+    if len(listed.groups) == 2 and len(single) == 2:
+        first, second = sorted(single, key=lambda r: r.fields[field], reverse=not order[1])
+        beats, same = VERDICT_WORDS[order]
+        if first.fields[field] == second.fields[field]:
+            return f"{first.name} and {second.name} {same}: {shown(first.fields)} each."
+        return (
+            f"{first.name} ({shown(first.fields)}) {beats} {second.name} ({shown(second.fields)})."
+        )
+    parts = []
+    for label, named in listed.groups:
+        values = sorted(r.fields[field] for r in named)
+        low, high = (
+            shown({**named[0].fields, field: values[0]}),
+            shown({**named[0].fields, field: values[-1]}),
+        )
+        span = low if low == high else f"{low} to {high}"
+        parts.append(f"{label}: {span} ({len(named)} item{'s' if len(named) != 1 else ''})")
+    return "; ".join(parts) + "."
 
 
 def _strength(record: Record) -> str:

@@ -183,11 +183,13 @@ def test_a_cv_attached_alone_is_answered_with_the_ranking(
     answer = session.ask(question)
     text = "".join(answer.stream())
     assert "| 1 | Web Developer at Microsoft | 7 of 11 |" in text
-    assert "Not found in your CV:\n- skill “React”" in text
+    assert "Your CV does not show:\n- skill “React”" in text
     # Each quote is its source's span, in the posting or in the CV.
     for source in answer.sources:
         path = corpus / ("cv" if source.file == "my-cv.json" else "jobs")
-        page = loaded(path / ("jsonresume-sample.resume.json" if path.name == "cv" else source.file))
+        page = loaded(
+            path / ("jsonresume-sample.resume.json" if path.name == "cv" else source.file)
+        )
         assert source.span and page[0].text[source.span[0] : source.span[1]] == source.quote
 
 
