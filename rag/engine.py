@@ -13,7 +13,7 @@ from llama_index.core.llms import LLM
 from llama_index.core.memory import ChatSummaryMemoryBuffer
 from llama_index.core.utils import get_tokenizer
 
-from rag import coach, record_answers
+from rag import coach, guide, record_answers
 from rag.calibration import Calibration
 from rag.embeddings import calibration_of
 from rag.evidence import QUESTION_WORDS, Evidence, Findings, named_files, question_terms, select
@@ -319,6 +319,9 @@ class ChatEngine:
         listed = self.from_records(standalone)
         if listed is not None:
             return self._list_answer(question, standalone, listed)
+        guided = self.guide_answer(question, standalone)
+        if guided is not None:
+            return guided
         findings = self.find_evidence(standalone)
         answer = Answer(
             question=question,
@@ -371,6 +374,27 @@ class ChatEngine:
             return self._records_answer(question, standalone, coach.NO_CV, [])
         made = coach.report(cv, coach.match(cv, postings))
         return self._records_answer(question, standalone, made.text, made.quoted)
+
+    def guide_answer(self, question: str, standalone: str) -> Answer | None:
+        """An open wish in a menu profile ("I feel like something light"), met with the items
+        that fit it or asked back about budget, diet and strength; None for other questions."""
+        schema = self.profile.records
+        wish = guide.wish_of(standalone) if schema and schema.kind == "item" else None
+        if wish is None:
+            return None
+        records = self.records()
+        if not any(r.fields.get("kind", "item") == "item" for r in records):
+            return None
+        picks = guide.pick(wish, records)
+        if not picks.rows:
+            text, cited = guide.asked_back(picks, records)
+            quoted = [(r, Line(r.page, r.start, r.end, r.text)) for r in cited]
+            return self._records_answer(question, standalone, text, quoted)
+        listed = guide.listed(picks)
+        shown = schema.shown if schema else None
+        text = f"{guide.describe(picks)}\n\n{record_answers.table(listed, shown)}"
+        quoted = [(r, Line(r.page, r.start, r.end, r.text)) for r in picks.rows]
+        return self._records_answer(question, standalone, text, quoted)
 
     def _list_answer(self, question: str, standalone: str, listed: record_answers.Listed) -> Answer:
         """Records answer without the model: a table of the rows, each cited to its line."""
