@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report", type=Path, help="write per-question results (JSONL) here")
 
     records = commands.add_parser(
-        "records", parents=[common], help="list the items the documents list (menus, price lists)"
+        "records",
+        parents=[common],
+        help="list what the documents list: menu items, job postings, CVs",
     )
     records.add_argument("--json", action="store_true", help="print one JSON object a record")
 
@@ -354,7 +356,13 @@ def cmd_records(index: Any, args: argparse.Namespace) -> int:
         fields = record.fields
         if fields.get("kind") == "posting":
             said = [fields.get(key, "") for key in ("company", "place", "work_mode", "type")]
+            asks = len(fields.get("asks", []))
+            said.append(f"{asks} requirement{'s' if asks != 1 else ''}, skills or duties")
             print(" | ".join([record.name, *(str(value) for value in said if value)]))
+            print(f"   {record.citation()}")
+            continue
+        if fields.get("kind") == "cv":
+            print(f"CV of {record.name or record.file} | {len(fields.get('lines', []))} lines")
             print(f"   {record.citation()}")
             continue
         price = price_text(fields)

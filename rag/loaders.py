@@ -19,7 +19,7 @@ from rag.errors import FileRefused, FileTooLarge
 from rag.markup import html_to_text, read_html
 from rag.ocr import Ocr
 from rag.pages import LoadedFile, Page, PageText, tidy
-from rag.price_lists import Line, as_price_list
+from rag.price_lists import Line, Sections, as_price_list
 from rag.tables import Table
 
 PDF_SUFFIXES = {".pdf"}
@@ -302,6 +302,7 @@ def _load_pdf(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
     pages: list[Page] = []
     sparse: list[Page] = []  # pages with almost no text: scans, read by OCR below
     broken: list[int] = []
+    sections = Sections()  # a menu's sections go on from page to page
     over_limits: LimitReachedError | None = None
     for index in range(page_count):
         try:
@@ -318,7 +319,7 @@ def _load_pdf(data: bytes, name: str, ocr: Ocr | None = None) -> LoadedFile:
             continue
         page = Page(text=text, page=index + 1, page_label=label)
         if _letters(text) >= MIN_TEXT_CHARS:
-            pages.append(as_price_list(page, lines))
+            pages.append(as_price_list(page, lines, sections))
         else:
             sparse.append(page)
     ocr, unread = _read_scans(data, sparse, ocr) if sparse else (None, [])
@@ -382,7 +383,9 @@ def _styled_text(pdf_page: Any) -> tuple[str, list[Line] | None]:
         if count:
             _, name, size = runs[owners[seen]]
             emphasised = bool(BOLD_FONT.search(name)) or (usual > 0 and size >= LARGER * usual)
-            lines.append(Line(text, emphasised, _last_run(text, owners[seen : seen + count])))
+            style = f"{name}@{size:.1f}"
+            last = _last_run(text, owners[seen : seen + count])
+            lines.append(Line(text, emphasised, last, style))
         seen += count
     return raw, lines
 

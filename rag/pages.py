@@ -59,13 +59,14 @@ class PageText:
         else:
             self.marks.append((offset, label))
 
-    def heading(self, text: str, label: str) -> None:
+    def heading(self, text: str, label: str, section: str | None = None) -> None:
         """A section's heading line: marked with `label` (what a citation says) and remembered as
-        the heading the section's later chunks are searched under."""
+        the heading the section's later chunks are searched under: `section`, when it says more
+        than the line (a nested heading's path, "russian vodka › Beluga")."""
         heading = " ".join(text.split())
         if heading:
             self.mark(label)
-            self.sections.append((self.length + len(self.gap), tidy(heading)))
+            self.sections.append((self.length + len(self.gap), tidy(section or heading)))
             self.line(heading)
 
     def line(self, text: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from rag.pages import Page, PageText, tidy
 
@@ -33,6 +34,7 @@ class Line:
     text: str
     emphasised: bool | None = None  # None: the file does not say (OCR, plain text)
     last_run: int | None = None  # where its last text run starts, when it has several (PDF)
+    style: str | None = None  # the font and size it starts in (PDF): a heading's level
 
     def price_apart(self) -> str:
         """The line with its price set apart ("Balvenie Doublewood 12 | 900") when the price is
@@ -63,7 +65,9 @@ def is_priced(text: str) -> bool:
     )
 
 
-def as_price_list(page: Page, lines: Sequence[Line] | None = None) -> Page:
+def as_price_list(
+    page: Page, lines: Sequence[Line] | None = None, sections: Sections | None = None
+) -> Page:
     """The page rewritten as rows when it reads as a menu or price list, else unchanged.
 
     Each priced item becomes one line: its name joined when it wraps ("Quattro formaggi" / "with
@@ -74,7 +78,8 @@ def as_price_list(page: Page, lines: Sequence[Line] | None = None) -> Page:
     is not repeated on every row: repeated, it outweighs the item in the row's embedding
     (bench/retrieval.py: menus+jobs MRR 0.751 once, 0.684 repeated, with bundled:multilingual).
     `lines` carry the type's emphasis where the file says (PDF fonts); without it, headings and
-    wrapped names are told apart by their letters.
+    wrapped names are told apart by their letters. `sections`: how the document's headings
+    nest, as the pages before this one showed (`Sections`).
     """
     lines = list(lines) if lines is not None else [Line(text) for text in page.text.splitlines()]
     lines = _join_bare_prices([line for line in lines if line.text.strip()])
@@ -84,6 +89,8 @@ def as_price_list(page: Page, lines: Sequence[Line] | None = None) -> Page:
     emphasis = _emphasis_meaningful(lines, priced)
     where = page.location or (f"page {page.page}" if page.page is not None else None)
     out = PageText()
+    sections = sections if sections is not None else Sections()
+    sections.open.clear()
     waiting: list[Line] = []  # lines since the last row
     for line, is_row in zip(lines, priced, strict=True):
         if not is_row:
@@ -93,11 +100,9 @@ def as_price_list(page: Page, lines: Sequence[Line] | None = None) -> Page:
         waiting = []
         for note in notes:
             out.line(note.text)
-        if heading:
-            section = " / ".join(tidy(part.text) for part in heading)
-            out.heading(
-                section, f"{where}, section “{section}”" if where else f"section “{section}”"
-            )
+        for printed, section in sections.opened(heading):
+            label = f"{where}, section “{section}”" if where else f"section “{section}”"
+            out.heading(printed, label, section)
         out.line(
             " ".join(tidy(part.text) for part in [*name, replace(line, text=line.price_apart())])
         )
@@ -107,6 +112,48 @@ def as_price_list(page: Page, lines: Sequence[Line] | None = None) -> Page:
     return replace(
         page, text=rebuilt.text, marks=rebuilt.marks, sections=rebuilt.sections, cut_at_lines=True
     )
+
+
+@dataclass
+class Sections:
+    """What a document has shown of how its heading types nest (a heading in type B printed
+    right below one in type A, no item between, shows that B sections sit inside A ones), and
+    the sections open on the page being read. Passed from page to page, so that what page 4
+    shows nests page 5's headings; but each page starts with none open: with columns read out
+    of order, a section carried over a page break was more often wrong than right (the Bosfor
+    menu's rums came under its tequila)."""
+
+    open: list[tuple[str | None, str]] = field(default_factory=list)  # (type, heading), outer first
+    inside: set[tuple[str, str]] = field(default_factory=set)  # (outer type, inner type)
+
+    def opened(self, heading: list[Line]) -> list[tuple[str, str]]:
+        """The heading lines above a row as (line printed, the path of the section it opens).
+
+        Lines in one type are one heading ("Coffee by" / "Caffe Vergnano"); without types (OCR)
+        all of them are. A heading in the type of an open section closes it and those inside it;
+        one in a type known to sit inside the innermost open one opens a section inside it
+        ("russian vodka 40 ml › Beluga"); any other starts afresh (a wrong nesting would file
+        items under a section they are not in)."""
+        groups: list[tuple[str | None, list[str]]] = []
+        for line in heading:
+            if groups and (line.style is None or groups[-1][0] == line.style):
+                groups[-1][1].append(tidy(line.text))
+            else:
+                groups.append((line.style, [tidy(line.text)]))
+        for (outer, _), (inner, _) in itertools.pairwise(groups):
+            if outer and inner:
+                self.inside.add((outer, inner))
+        opened = []
+        for style, texts in groups:
+            styles = [s for s, _ in self.open]
+            if style is not None and style in styles:
+                del self.open[styles.index(style) :]
+            elif not (style and self.open and (self.open[-1][0], style) in self.inside):
+                self.open.clear()
+            text = " / ".join(texts)
+            self.open.append((style, text))
+            opened.append((text, " › ".join(t for _, t in self.open)))
+        return opened
 
 
 def _join_bare_prices(lines: list[Line]) -> list[Line]:

@@ -17,7 +17,8 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
 
 def pdf_bytes(pages: list[str]) -> bytes:
     """`pages` (one string per page, lines split on newlines) as a Helvetica text PDF; a line
-    written as "**Heading**" is set in Helvetica-Bold."""
+    written as "**Heading**" is set in Helvetica-Bold, one written as "## Heading" in larger
+    Helvetica-Bold (a heading of another level)."""
     objects: list[bytes] = []
     page_ids = [5 + 2 * i for i in range(len(pages))]
     objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
@@ -29,8 +30,10 @@ def pdf_bytes(pages: list[str]) -> bytes:
         lines = ["BT", "14 TL", "72 760 Td"]
         for line in text.splitlines() or [""]:
             bold = line.startswith("**") and line.endswith("**") and len(line) > 4
-            font = "/F2" if bold else "/F1"
-            lines.append(f"{font} 11 Tf ({_escape(line[2:-2] if bold else line)}) Tj T*")
+            larger = line.startswith("## ")
+            font, size = ("/F2", 14) if larger else ("/F2", 11) if bold else ("/F1", 11)
+            shown = line[3:] if larger else line[2:-2] if bold else line
+            lines.append(f"{font} {size} Tf ({_escape(shown)}) Tj T*")
         lines.append("ET")
         stream = "\n".join(lines).encode("latin-1")
         content_id = page_ids[index] + 1

@@ -76,6 +76,37 @@ def test_a_row_below_its_heading_is_searched_under_it() -> None:
     assert page.heading_above(0) is None
 
 
+NESTED_MENU = [
+    "## Vodka\n**Beluga**\nBeluga Noble 250\nBeluga Epicure 33 000\n**Organic**\nOrganika 250\n"
+    "## Gin\nGordon's 300\n**London Dry**\nTanqueray 400\n",
+    "**Tonic**\nSchweppes 150\nFever-Tree 200\n## Rum\n**Cuba**\nHavana Club 3 300\nSantiago 11 900\n",
+]
+
+
+def test_a_heading_in_another_type_opens_a_section_inside_the_one_above() -> None:
+    pages = load_bytes(pdf_bytes(NESTED_MENU), "bar.pdf").pages
+    assert [section for _, section in pages[0].sections] == [
+        "Vodka",
+        "Vodka › Beluga",
+        "Vodka › Organic",
+        "Gin",
+        "Gin › London Dry",
+    ]
+    epicure = pages[0].text.index("Beluga Epicure")
+    assert pages[0].heading_above(epicure) == "Vodka › Beluga"
+    # A page starts with no section open (page 2's "Tonic" is not filed under gin), but what
+    # page 1 showed of the heading types still nests page 2's "Cuba" under "Rum".
+    assert [section for _, section in pages[1].sections] == ["Tonic", "Rum", "Rum › Cuba"]
+
+
+def test_the_nested_sections_of_a_real_menu_are_paths(corpus: Path) -> None:
+    path = corpus / "menus" / "bosfor-restaurant-menu.pdf"
+    page = next(
+        p for p in load_bytes(path.read_bytes(), path.name).pages if "Beluga Epicure" in p.text
+    )
+    assert page.heading_above(page.text.index("Beluga Epicure")) == "russian vodka 40 ml › Beluga"
+
+
 def test_without_type_styles_a_lower_case_line_goes_on_from_the_line_before() -> None:
     """OCR'd pages and text have no fonts: a row that starts in lower case continues the name
     above it, and a short line above a row that starts a new name is a heading."""
