@@ -74,6 +74,9 @@ class SyncStatus:
         }
 
 
+CV_NOTE_WORDS = 8  # a CV sent with more words than this, or a question, gets its text answered
+
+
 @dataclass
 class Attachment:
     """The outcome of one attached file."""
@@ -344,17 +347,20 @@ class ChatSession:
         return self.engine().ask(question)
 
     def question_for(self, text: str, attached: list[Attachment]) -> str:
-        """What a message asks: its text; or, when a CV comes alone in a job coach's chat (a
-        profile whose records are postings), how it fits the postings."""
-        if text.strip() or not self.profile.records or self.profile.records.kind != "posting":
-            return text.strip()
+        """What a message asks: its text; or, when a CV comes in a job coach's chat (a profile
+        whose records are postings) alone or with a few words that ask nothing ("Here is my
+        CV"), how it fits the postings."""
+        text = text.strip()
+        coach = self.profile.records is not None and self.profile.records.kind == "posting"
+        if not coach or "?" in text or len(text.split()) > CV_NOTE_WORDS:
+            return text
         names = {a.name for a in attached if a.indexed}
         cvs = [
             r
             for r in self.engine().records()
             if r.fields.get("kind") == "cv" and r.chat_id == self.chat_id and r.file in names
         ]
-        return FIT_QUESTION if cvs else ""
+        return FIT_QUESTION if cvs else text
 
     def attach(self, path: Path, name: str, size: int | None = None) -> Attachment:
         """Index one uploaded file for this chat only; refusals come back as a readable reason."""

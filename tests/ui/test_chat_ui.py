@@ -386,6 +386,31 @@ def test_thread_is_listed_and_resumed_after_a_restart(browser: Browser, server_h
     assert browser.dialogs == []
 
 
+def test_a_cv_attached_to_the_job_coach_ranks_the_postings(
+    browser: Browser, server_home: Path, corpus: Path
+) -> None:
+    settings = {"RAG_PROFILE": "job-listings", "RAG_DATA_DIR": str(corpus / "jobs")}
+    server = ChatServer(server_home, settings=settings)
+    server.start()
+    try:
+        server.wait_for_sync()
+        chat = Chat(browser, server)
+        chat.open()
+        chat.attach(corpus / "cv" / "jsonresume-sample.resume.json")
+        answer = chat.ask("Here is my CV")
+        chat.shot("ranked")
+        text = answer.text_content() or ""
+        assert "Web Developer at Microsoft" in text and "7 of 11" in text, text
+        assert "Your CV does not show:" in text
+        names = chips(answer)
+        assert any("jsonresume-sample.job.json" in n for n in names), names
+        assert any("jsonresume-sample.resume.json" in n for n in names), names
+    finally:
+        server.stop()
+    assert browser.outside == []
+    assert browser.dialogs == []
+
+
 def test_healthz_reports_backend_model_and_index(docs_server: ChatServer) -> None:
     response = httpx.get(f"{docs_server.url}/healthz", timeout=10)
     assert response.status_code == 200
