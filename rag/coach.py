@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rag.loaders import document_title
-from rag.postings import Line
+from rag.postings import FIELD_LINE, Line
 from rag.record_answers import record_stems
 from rag.records import Record
 from rag.text import content_stems, stems_of
@@ -22,6 +22,13 @@ FIT = re.compile(
     re.I,
 )
 ME = re.compile(r"\b(my|me|i|i'm|am i)\b|\bмне\b|\bмо[йяё]\b|\bу меня\b", re.I)
+# Outside a job coach's profile, a fit question must say it is about jobs or a CV: "Which beers
+# match my budget?" is not one.
+ABOUT_JOBS = re.compile(
+    r"\b(jobs?|positions?|roles?|openings?|postings?|vacanc\w*|cv|resumes?|résumé|career|hired?|"
+    r"qualif\w*|apply)\b|ваканс|резюме",
+    re.I,
+)
 # Words of a requirement that ask for nothing in particular: "3+ years of strong experience".
 GENERIC = """
 experience experienced years year strong strongly understanding understand knowledge knowledgeable
@@ -39,7 +46,6 @@ KIND_WORDS = {
     "preferred": "nice-to-have",
     "duty": "duty",
 }
-KEY_PREFIX = re.compile(r"^[\w.\[\]]+: ")  # "skills[0].keywords[1]: CSS": the value is what it says
 CV_QUOTES = 3  # CV lines quoted for one requirement
 DETAILED = 3  # postings shown ask by ask, best first (the table ranks them all)
 SHOWN_CHECKS = 8  # found, and missing, asks listed per posting
@@ -91,9 +97,11 @@ class Fit:
         return [Line(*line) for line in self.posting.fields.get("apply", [])]
 
 
-def asks_for_fit(question: str) -> bool:
-    """Whether a question asks how the user's CV fits the postings."""
-    return bool(FIT.search(question) and ME.search(question))
+def asks_for_fit(question: str, coach: bool = False) -> bool:
+    """Whether a question asks how the user's CV fits the postings; in a job coach's profile
+    (`coach`) "What am I missing?" does, elsewhere it must name jobs or a CV."""
+    asks = bool(FIT.search(question) and ME.search(question))
+    return asks and (coach or bool(ABOUT_JOBS.search(question)))
 
 
 # Words of a fit question that say how to match, not which posting: "Which job fits my CV best?"
@@ -135,7 +143,7 @@ def match(cv: Record, postings: Sequence[Record]) -> list[Fit]:
     with its quotes: "not shown" means the CV does not say it in these words.
     """
     lines = [Line(*line) for line in cv.fields.get("lines", [])]
-    line_stems = [content_stems(KEY_PREFIX.sub("", line.text), shortest=1) for line in lines]
+    line_stems = [content_stems(FIELD_LINE.sub("", line.text), shortest=1) for line in lines]
     said = set().union(*line_stems) if line_stems else set()
     fits = []
     for posting in postings:
@@ -258,5 +266,5 @@ QUOTE_CHARS = 160
 
 
 def _short(text: str) -> str:
-    text = KEY_PREFIX.sub("", text) if KEY_PREFIX.match(text) else text
+    text = FIELD_LINE.sub("", text)
     return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS].rsplit(" ", 1)[0] + " …"

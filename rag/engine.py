@@ -312,7 +312,8 @@ class ChatEngine:
         """Find the evidence for the (condensed) question and start the answer; memory updates
         when it has been streamed. An unanswerable question is refused without the model."""
         standalone = self.condense(question)
-        if coach.asks_for_fit(standalone):
+        schema = self.profile.records
+        if coach.asks_for_fit(standalone, coach=schema is not None and schema.kind == "posting"):
             fit = self.fit_answer(question, standalone)
             if fit is not None:
                 return fit

@@ -19,6 +19,10 @@ OPEN = re.compile(
     r"посоветуй|порекомендуй|хочу|что-нибудь|что-то",
     re.I,
 )
+# "I want to know the price of a Duvel" asks about an item: the grounded answer's.
+ASKS_ABOUT = re.compile(
+    r"\b(want|like|wish|need) to (know|see|ask|find|check|learn|understand)\b", re.I
+)
 # Wishes a field of the records can meet, and how that wish is read (said in the answer).
 READINGS = (
     (
@@ -43,6 +47,7 @@ READINGS = (
 WISH_WORDS = """
 feel like mood recommend suggest surprise should would want fancy crave craving hungry thirsty
 try something anything please eat drink tonight today now bit little really very good nice
+maybe perhaps give show tell pick choose get order find
 light mild low alcohol easy drinking strong boozy high cheap inexpensive budget affordable
 """
 PICKS = 8  # items a wish is answered with
@@ -71,7 +76,7 @@ class Picks:
 
 def wish_of(question: str) -> Wish | None:
     """The open wish a question makes, or None when it asks about something named."""
-    if not OPEN.search(question):
+    if not OPEN.search(question) or ASKS_ABOUT.search(question):
         return None
     found = next(((order, said) for p, order, said in READINGS if p.search(question)), None)
     dietary = next((tag for pattern, tag in DIETARY if pattern.search(question)), None)

@@ -50,7 +50,7 @@ ASKS = (
 BULLET = re.compile(r"^\s*(?:[-*•·]|\d{1,2}[.)])\s+")
 JSON_KEY = re.compile(r"^([A-Za-z_][\w.]*?)(?:\[\d+\])?(?:\.(\w+)(?:\[\d+\])?)?: ")
 HEADING = re.compile(r"^#{1,6}\s+")
-FIELD_LINE = re.compile(r"^[\w.\[\]]+: ")
+FIELD_LINE = re.compile(r"^[\w.\[\]]+: ")  # "skills[0].keywords[1]: CSS": a key, then its value
 APPLY = re.compile(r"\bapply\b|\bapplication\b|send (?:us )?your|write to|откликн", re.I)
 MAX_ASK_CHARS = 600  # a longer "bullet" is prose, not one requirement
 

@@ -156,6 +156,8 @@ def test_fit_questions_are_told_from_other_job_questions() -> None:
     assert asks_for_fit("Am I qualified for the Stitch Fix job?")
     assert asks_for_fit(FIT_QUESTION)
     assert not asks_for_fit("Which jobs are remote?")
+    assert not asks_for_fit("Which beers match my budget?")  # not about jobs, outside the coach
+    assert asks_for_fit("What am I missing?", coach=True)
     assert not asks_for_fit("What skills does the junior developer role ask for?")
 
 

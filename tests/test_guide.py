@@ -85,5 +85,6 @@ def test_a_taste_no_menu_prints_is_said_and_asked_back(menus_index: Index) -> No
 
 def test_only_open_wishes_are_guided(menus_index: Index) -> None:
     assert wish_of("How much is a Duvel?") is None
+    assert wish_of("I want to know what a Duvel costs") is None
     assert guide(menus_index, "How much is a Duvel?") is None
     assert guide(menus_index, "I feel like something light", profile="general") is None
