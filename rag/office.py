@@ -77,6 +77,8 @@ def load_docx(data: bytes, name: str) -> LoadedFile:
             if style.startswith(("Heading", "Title")) and block.text.strip():
                 text.paragraph()
                 text.heading(block.text, f"section “{' '.join(block.text.split())}”")
+            elif style.startswith("List") and block.text.strip():
+                text.line(f"- {block.text}")  # an item of a list stays one ("Requirements")
             else:
                 text.line(block.text)
     except FileRefused:

@@ -22,6 +22,15 @@ POSTING_KEYS = {
     "salary": "salary",
 }
 POSTING_HEAD = 40  # lines: a posting's keys come first
+MIN_ASKS = 2  # requirements or skills a posting without keys must list
+MAX_TITLE_CHARS = 120
+# Words of postings, not of other documents that list requirements (a spec, a CV has some).
+JOB_WORDS = re.compile(
+    r"\b(apply|applicants?|candidates?|hiring|we(?: are|'re) looking for|join (?:our|the) team|"
+    r"job description|full[- ]time|part[- ]time|salary|benefits|equal opportunity|"
+    r"years of (?:professional )?experience)\b",
+    re.I,
+)
 WORK_MODES = (
     (re.compile(r"hybrid|гибрид", re.I), "hybrid"),
     (re.compile(r"remote|удал[её]н", re.I), "remote"),
@@ -68,38 +77,67 @@ class Line:
         return [self.page, self.start, self.end, self.text]
 
 
-def posting_fields(page: Page) -> tuple[dict[str, Any], int, int] | None:
-    """A job posting's fields and the span of its title line: a page whose first lines give its
-    title and company as keys (a Markdown posting's front matter, a JSON job description). Only
-    what the keys say is recorded; `asks` are its requirements, skills and duties, each with its
-    span, and `apply` its lines on how to apply."""
+def posting_fields(pages: list[Page]) -> tuple[Page, dict[str, Any], int, int] | None:
+    """A job posting's page, fields and the span of its title line, or None for any other
+    document.
+
+    A posting either gives its title and company as keys in its first lines (a Markdown
+    posting's front matter, a JSON job description), or reads as one: at least two things it
+    asks for under headings that say so, and words only a posting uses ("apply", "candidates",
+    "full-time"; a CV has them too, so a CV is no posting), its title then being its first line.
+    Only what the keys and lists say is recorded: `asks` are its requirements, skills and
+    duties (from every page), each with its span, and `apply` its lines on how to apply.
+    """
+    if not pages:
+        return None
+    page = pages[0]
+    found, first = _keys(page)
+    asks = [ask for each in pages for ask in _asks(each)]
+    if first is None or "company" not in found:
+        stated = [kind for kind, _ in asks if kind != "duty"]
+        text = "\n".join(each.text for each in pages)
+        signals = {match.group(0).casefold() for match in JOB_WORDS.finditer(text)}
+        if first is not None or len(stated) < MIN_ASKS or len(signals) < 2 or is_cv(pages):
+            return None
+        first = _title_line(page)
+        if first is None:
+            return None
+        found["name"] = page.text[first[0] : first[1]]
+    fields: dict[str, Any] = {"kind": "posting", **found}
+    mode = fields.pop("work_mode", None) or fields.get("place", "")
+    label = next((m for pattern, m in WORK_MODES if pattern.search(mode)), None)
+    if label:
+        fields["work_mode"] = label
+    if asks:
+        fields["asks"] = [[kind, *line.to_json()] for kind, line in asks]
+    apply = [line.to_json() for each in pages for line in _apply_lines(each)]
+    if apply:
+        fields["apply"] = apply
+    return page, fields, first[0], first[1]
+
+
+def _keys(page: Page) -> tuple[dict[str, str], tuple[int, int] | None]:
+    """The posting keys of a page's first lines, and the span of its title key's line."""
     found: dict[str, str] = {}
     first: tuple[int, int] | None = None
-    offset = 0
-    for line in page.text.split("\n")[:POSTING_HEAD]:
+    for offset, line in itertools.islice(_lines(page), POSTING_HEAD):
         key, sep, value = line.partition(": ")
         name = POSTING_KEYS.get(key.strip().casefold()) if sep else None
         if name and value.strip() and name not in found:
             found[name] = value.strip()
             if name == "name":
                 first = (offset, offset + len(line))
-        offset += len(line) + 1
-    if first is None or "company" not in found:
-        return None
-    fields: dict[str, Any] = {"kind": "posting", **found}
-    mode = fields.pop("work_mode", None) or (
-        fields["place"] if re.search(r"remote", fields.get("place", ""), re.I) else ""
-    )
-    label = next((m for pattern, m in WORK_MODES if pattern.search(mode)), None)
-    if label:
-        fields["work_mode"] = label
-    asks = list(_asks(page))
-    if asks:
-        fields["asks"] = [[kind, *line.to_json()] for kind, line in asks]
-    apply = [line.to_json() for line in _apply_lines(page)]
-    if apply:
-        fields["apply"] = apply
-    return fields, first[0], first[1]
+    return found, first
+
+
+def _title_line(page: Page) -> tuple[int, int] | None:
+    """The span of a page's first line, without a Markdown heading's marks: a posting's title."""
+    for offset, line in _lines(page):
+        stripped = HEADING.sub("", line.strip()).strip()
+        if stripped:
+            start = offset + line.index(stripped)
+            return (start, start + len(stripped)) if len(stripped) <= MAX_TITLE_CHARS else None
+    return None
 
 
 def _lines(page: Page) -> Iterator[tuple[int, str]]:
@@ -166,6 +204,10 @@ CV_SECTIONS = re.compile(
 JSON_RESUME = re.compile(
     r"^(?:basics\.name|work\[\d+\]\.|education\[\d+\]\.|skills\[\d+\]\.)", re.M
 )
+POSTING_SECTIONS = re.compile(
+    r"benefits|what we offer|about (?:the )?(?:role|job|us|company)", re.I
+)
+MAX_SECTION_CHARS = 40  # a longer line is no section heading
 MAX_CV_LINE = 240  # characters: a longer line is quoted sentence by sentence
 
 
@@ -177,9 +219,14 @@ def is_cv(pages: Iterable[Page]) -> bool:
     headings = {
         HEADING.sub("", line).strip(" :").casefold()
         for line in text.split("\n")
-        if 0 < len(line) <= 40 and CV_SECTIONS.match(HEADING.sub("", line).strip(" :"))
+        if 0 < len(line) <= MAX_SECTION_CHARS
     }
-    return len(headings) >= 2
+    cv = sum(bool(CV_SECTIONS.match(heading)) for heading in headings)
+    # A posting has "Experience" and "Skills" headings too, beside its "Requirements".
+    posting = sum(
+        bool(_ask_kind(heading) or POSTING_SECTIONS.search(heading)) for heading in headings
+    )
+    return cv >= 2 and cv > posting
 
 
 def cv_lines(pages: Iterable[Page]) -> list[Line]:

@@ -100,19 +100,19 @@ def records_of(pages: Iterable[Page]) -> list[Record]:
     pages = list(pages)
     currency = document_currency(pages)
     records = [record for page in pages if page.cut_at_lines for record in _items(page, currency)]
-    posting = next((record for page in pages if (record := _posting(page))), None)
+    posting = _posting(pages)
     if posting:
         return [*records, posting]
     cv = _cv(pages)
     return [*records, cv] if cv else records
 
 
-def _posting(page: Page) -> Record | None:
+def _posting(pages: list[Page]) -> Record | None:
     """A job posting's record (rag.postings), its salary read as an amount."""
-    found = posting_fields(page)
+    found = posting_fields(pages)
     if found is None:
         return None
-    fields, start, end = found
+    page, fields, start, end = found
     if "salary" in fields:
         fields["salary"] = amount(fields["salary"]) or fields["salary"]
     return Record(page.page, start, end, page.location, fields, text=page.text[start:end])

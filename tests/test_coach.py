@@ -88,6 +88,71 @@ def test_how_to_apply_is_read_from_the_posting(corpus: Path) -> None:
     assert "Write to michal+worklife@peardeck.com" in line
 
 
+POSTING_MARKDOWN = """# Data Engineer
+
+Northwind Analytics is hiring a data engineer for its Oslo office.
+
+## Requirements
+- 3+ years of experience with Python
+- SQL and dbt
+- Airflow or Dagster
+
+## Nice to have
+- Kafka
+
+## How to apply
+Send your CV to jobs@northwind.example.
+"""
+
+
+def write_document(path: Path, markdown: str) -> Path:
+    """`markdown` as a Markdown, Word or PDF file: headings, bullets and lines as a user's."""
+    lines = markdown.splitlines()
+    if path.suffix == ".md":
+        path.write_text(markdown)
+    elif path.suffix == ".pdf":
+        shown = [line.lstrip("# ") for line in lines]  # headings as plain lines, "- " bullets
+        path.write_bytes(pdf_bytes(["\n".join(shown)]))
+    else:
+        from docx import Document
+
+        document = Document()
+        for line in lines:
+            if line.startswith("#"):
+                document.add_heading(line.lstrip("# "), level=line.count("#"))
+            elif line.startswith("- "):
+                document.add_paragraph(line[2:], style="List Bullet")
+            elif line:
+                document.add_paragraph(line)
+        document.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".md", ".docx", ".pdf"])
+def test_a_posting_without_keys_is_read_from_its_lists(tmp_path: Path, suffix: str) -> None:
+    posting = record_of(
+        write_document(tmp_path / f"northwind{suffix}", POSTING_MARKDOWN), "posting"
+    )
+    assert posting.name == "Data Engineer"
+    asks = [(kind, text) for kind, _, _, _, text in posting.fields["asks"]]
+    assert asks == [
+        ("required", "3+ years of experience with Python"),
+        ("required", "SQL and dbt"),
+        ("required", "Airflow or Dagster"),
+        ("preferred", "Kafka"),
+    ]
+    assert any("jobs@northwind.example" in line[3] for line in posting.fields["apply"])
+
+
+def test_a_document_listing_requirements_is_no_posting_without_a_postings_words(
+    tmp_path: Path,
+) -> None:
+    spec = "# Exporter\n\n## Requirements\n- Write CSV files\n- Keep column order\n"
+    path = tmp_path / "spec.md"
+    path.write_text(spec)
+    assert [r for r in records_of(loaded(path)) if r.fields.get("kind") == "posting"] == []
+
+
 # --- CVs --------------------------------------------------------------------------------------------
 
 
@@ -106,22 +171,7 @@ def test_a_cv_in_markdown_word_or_pdf_is_a_cv(tmp_path: Path, suffix: str) -> No
 
 
 def write_cv(path: Path) -> Path:
-    lines = CV_MARKDOWN.splitlines()
-    if path.suffix == ".md":
-        path.write_text(CV_MARKDOWN)
-    elif path.suffix == ".pdf":
-        path.write_bytes(pdf_bytes(["\n".join(line.lstrip("# ") for line in lines)]))
-    else:
-        from docx import Document
-
-        document = Document()
-        for line in lines:
-            if line.startswith("#"):
-                document.add_heading(line.lstrip("# "), level=line.count("#"))
-            elif line:
-                document.add_paragraph(line)
-        document.save(str(path))
-    return path
+    return write_document(path, CV_MARKDOWN)
 
 
 # --- the match --------------------------------------------------------------------------------------
