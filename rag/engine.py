@@ -317,12 +317,12 @@ class ChatEngine:
             fit = self.fit_answer(question, standalone)
             if fit is not None:
                 return fit
-        listed = self.from_records(standalone)
-        if listed is not None:
-            return self._list_answer(question, standalone, listed)
         guided = self.guide_answer(question, standalone)
         if guided is not None:
             return guided
+        listed = self.from_records(standalone)
+        if listed is not None:
+            return self._list_answer(question, standalone, listed)
         findings = self.find_evidence(standalone)
         answer = Answer(
             question=question,

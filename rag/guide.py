@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 
-from rag.record_answers import DIETARY, OPERATOR_WORDS, Listed, RecordQuery, record_stems
+from rag.record_answers import (
+    DIETARY,
+    OPERATOR_WORDS,
+    Listed,
+    RecordQuery,
+    answer,
+    conditions,
+    parse,
+    record_stems,
+)
 from rag.records import Record
 from rag.text import content_stems, stems_of
 
@@ -56,13 +65,18 @@ SECTIONS_SHOWN = 12  # sections named when asking back
 
 @dataclass(frozen=True)
 class Wish:
-    """What an open wish asks: an order a field can meet, how it was read, a diet, and taste
-    words (by stem, as written) the items must print."""
+    """What an open wish asks: the list question in it (a budget, a diet, an order its reading
+    gives), how it was read, and taste words (by stem, as written) the items must print."""
 
-    order: tuple[str, bool] | None
+    query: RecordQuery
     reading: str | None
-    dietary: str | None
     tastes: dict[str, str]
+
+    @property
+    def bounded(self) -> bool:
+        """Whether it says what the items must meet (a budget, a diet) or how to order them."""
+        query = self.query
+        return any(v is not None for v in (query.order, query.below, query.above, query.dietary))
 
 
 @dataclass
@@ -72,48 +86,50 @@ class Picks:
     wish: Wish
     rows: list[Record]
     unprinted: list[str]
+    matched: int = 0  # items that meet it in all; `rows` shows the first PICKS
 
 
 def wish_of(question: str) -> Wish | None:
-    """The open wish a question makes, or None when it asks about something named."""
+    """The open wish a question makes, or None when it asks about something named or asks a
+    list question of its own ("I want the three cheapest beers": rag.record_answers')."""
     if not OPEN.search(question) or ASKS_ABOUT.search(question):
         return None
+    query = parse(question) or RecordQuery()
+    if query.limit is not None or query.count or query.compare:
+        return None
     found = next(((order, said) for p, order, said in READINGS if p.search(question)), None)
-    dietary = next((tag for pattern, tag in DIETARY if pattern.search(question)), None)
+    dietary = query.dietary or next((tag for p, tag in DIETARY if p.search(question)), None)
+    order = query.order or (found[0] if found else None)
+    reading = found[1] if found and query.order is None else None
     ignored = stems_of(WISH_WORDS) | content_stems(OPERATOR_WORDS)
     tastes = {}
     for word in re.findall(r"[^\W\d_]+", question):
         stem = next(iter(content_stems(word)), None)
         if stem and stem not in ignored:
             tastes.setdefault(stem, word)
-    return Wish(found[0] if found else None, found[1] if found else None, dietary, tastes)
+    query = replace(query, order=order, dietary=dietary, terms=frozenset(), kind=None)
+    return Wish(query, reading, tastes)
 
 
 def pick(wish: Wish, records: Sequence[Record]) -> Picks:
-    """The items that meet the wish: those printing one of its taste words (all items when it
-    has none), ordered as its reading says; none when neither a taste nor a reading is given."""
-    items = [
-        r
-        for r in records
-        if r.fields.get("kind", "item") == "item"
-        and (wish.dietary is None or wish.dietary in r.fields.get("dietary", []))
-    ]
+    """The items that meet the wish: its budget, diet and order (rag.record_answers), and one of
+    its taste words printed on their line (all when it has none); none when the wish says
+    neither what to meet nor a taste."""
+    met = answer(wish.query, records)
+    items = met.rows if met else []
     tasted = {
         stem: [r for r in items if stem in record_stems(r) | content_stems(r.text)]
         for stem in wish.tastes
     }
     unprinted = [wish.tastes[stem] for stem, found in tasted.items() if not found]
     if wish.tastes and len(unprinted) < len(wish.tastes):
-        rows = list({id(r): r for found in tasted.values() for r in found}.values())
-    elif wish.order is not None or wish.dietary is not None:
+        chosen = {id(r) for found in tasted.values() for r in found}
+        rows = [r for r in items if id(r) in chosen]  # in the wish's order
+    elif wish.bounded:
         rows = items
     else:
-        return Picks(wish, [], unprinted)
-    if wish.order:
-        field, ascending = wish.order
-        rows = [r for r in rows if r.fields.get(field) is not None]
-        rows.sort(key=lambda r: r.fields[field], reverse=not ascending)
-    return Picks(wish, rows[:PICKS], unprinted)
+        rows = []
+    return Picks(wish, rows[:PICKS], unprinted, len(rows))
 
 
 def describe(picks: Picks) -> str:
@@ -122,17 +138,19 @@ def describe(picks: Picks) -> str:
     printed = [word for word in wish.tastes.values() if word not in picks.unprinted]
     if printed:
         parts.append("their menu line says " + " or ".join(f"“{w}”" for w in printed))
-    if wish.dietary:
-        parts.append(f"marked {wish.dietary}")
     if wish.reading:
         parts.append(f"read as {wish.reading}")
+        met = conditions(replace(wish.query, order=None))
+    else:
+        met = conditions(wish.query)
+    if met:
+        parts.append(met)
     n = len(picks.rows)
-    text = f"{n} item{'s' if n != 1 else ''} from the menus" + (
-        f" ({'; '.join(parts)}):" if parts else ":"
-    )
-    if picks.unprinted:
-        text = f"{_unprinted(picks.unprinted)} {text}"
-    return text
+    text = f"{n} item{'s' if n != 1 else ''} from the menus"
+    if picks.matched > n:
+        text = f"The first {n} of {picks.matched} items from the menus"
+    text += f" ({'; '.join(parts)}):" if parts else ":"
+    return f"{_unprinted(picks.unprinted)} {text}" if picks.unprinted else text
 
 
 def _unprinted(words: list[str]) -> str:
@@ -141,7 +159,7 @@ def _unprinted(words: list[str]) -> str:
 
 def listed(picks: Picks) -> Listed:
     """The picks as a list answer's rows (rag.record_answers.table shows them)."""
-    return Listed(RecordQuery(order=picks.wish.order), picks.rows, len(picks.rows))
+    return Listed(picks.wish.query, picks.rows, len(picks.rows))
 
 
 def asked_back(picks: Picks, records: Sequence[Record]) -> tuple[str, list[Record]]:

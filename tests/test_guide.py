@@ -43,13 +43,27 @@ def text_of(answer: Answer | None) -> str:
 def test_a_wish_for_something_light_lists_the_weakest_drinks_first(menus_index: Index) -> None:
     answer = guide(menus_index, "I feel like something light")
     assert text_of(answer).startswith(
-        "8 items from the menus (read as low in alcohol, the weakest first):"
+        "The first 8 of 29 items from the menus (read as low in alcohol, the weakest first):"
     )
     assert answer is not None
     strengths = [
         float(s.quote.split("(")[1].split("◦")[0]) for s in answer.sources if "◦" in s.quote
     ]
     assert strengths == sorted(strengths) and strengths[0] == 2.5  # Pecheresse
+
+
+def test_a_wish_with_a_budget_meets_it_too(menus_index: Index) -> None:
+    answer = guide(menus_index, "Something light under 3 euros, please")
+    assert text_of(answer).startswith(
+        "4 items from the menus (read as low in alcohol, the weakest first; under 3 EUR):"
+    )
+    assert answer is not None
+    assert [s.quote.split(" (")[0] for s in answer.sources] == [
+        "Hoegaarden Blanche",
+        "Jupiler",
+        "Kriek Belle Vue",
+        "Cuvee des Trolls",
+    ]
 
 
 def test_an_open_wish_with_nothing_to_go_on_is_asked_back(menus_index: Index) -> None:
