@@ -28,6 +28,7 @@ PRICES_IN = re.compile(
 )
 SIZE = re.compile(r"(\d+(?:[.,]\d+)?)\s?(ml|cl|l|g|gr|kg|oz|мл|л|г|гр|кг|шт|pcs)(?![^\W\d_])", re.I)
 STRENGTH = re.compile(r"(\d+(?:[.,]\d+)?)\s?(?:%|◦|°|º)")
+MAX_STRENGTH = 80  # % alcohol at most: "100% De Agave" says what it is made of
 # Marks a menu prints beside a name that are not part of it.
 NOISE = re.compile(r"\bNew\b|[|]|\s[-–—]\s*$")
 DIETARY = (
@@ -210,8 +211,9 @@ def _line_fields(line: str) -> dict[str, Any]:
     if unit:
         fields["currency"] = unit
     strength = STRENGTH.search(rest)
-    if strength:
-        fields["strength"] = amount(strength.group(1))
+    value = amount(strength.group(1)) if strength else None
+    if strength and value is not None and value <= MAX_STRENGTH:
+        fields["strength"] = value
         rest = rest[: strength.start()] + rest[strength.end() :]
     sizes = SIZE.findall(rest)
     if sizes:

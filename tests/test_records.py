@@ -69,6 +69,9 @@ def test_the_bosfor_menus_items_read_its_weights_and_thousands(corpus: Path) -> 
     assert steak.fields["section"] == "блюда на углях"
     assert find(records, "Beluga Epicure").fields["price"] == 33000
     assert find(records, "Balvenie Doublewood 12").fields["price"] == 900  # not 12 900
+    assert find(records, "Beluga Epicure").fields["section"] == "russian vodka 40 ml › Beluga"
+    # "100% De Agave" says what a tequila is made of, not how strong it is.
+    assert "strength" not in find(records, "Olmeca Altos Plata").fields
     salmon = find(records, "лосось со спаржей, картофелем и лисичками")  # wrapped over two lines
     assert salmon.fields["price"] == 1260
     for record in records:  # every record is the line printed on its page
