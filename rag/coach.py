@@ -229,14 +229,14 @@ def report(cv: Record, fits: Sequence[Fit]) -> Report:
             lines.append("The posting lists no requirements, skills or duties to check.")
             continue
         if fit.found:
-            lines.append("Your CV shows:")
+            lines += ["", "Your CV shows:"]  # a blank line ends a Markdown list
             for check in fit.found[:SHOWN_CHECKS]:
                 asked = cite(fit.posting, check.ask.line)  # numbered before the CV's lines
                 shown = ", ".join(cite(cv, line) for line in check.shown_by)
                 lines.append(f"- {_kind(check)} {asked}: {shown}")
             lines += _more(len(fit.found))
         if fit.missing:
-            lines.append("Your CV does not show:")
+            lines += ["", "Your CV does not show:"]
             for check in fit.missing[:SHOWN_CHECKS]:
                 lines.append(f"- {_kind(check)} {cite(fit.posting, check.ask.line)}")
             lines += _more(len(fit.missing))
@@ -250,7 +250,7 @@ def report(cv: Record, fits: Sequence[Fit]) -> Report:
             )
         steps += [f"to apply, the posting says {cite(fit.posting, line)}" for line in fit.apply]
         if steps:
-            lines.append("Next steps, from the posting: " + "; ".join(steps) + ".")
+            lines += ["", "Next steps, from the posting: " + "; ".join(steps) + "."]
     return Report("\n".join(lines), quoted)
 
 
