@@ -43,7 +43,7 @@ def text_of(answer: Answer | None) -> str:
 def test_a_wish_for_something_light_lists_the_weakest_drinks_first(menus_index: Index) -> None:
     answer = guide(menus_index, "I feel like something light")
     assert text_of(answer).startswith(
-        "The first 8 of 29 items from the menus (read as low in alcohol, the weakest first):"
+        "The first 8 of 28 items from the menus (read as low in alcohol, the weakest first):"
     )
     assert answer is not None
     strengths = [
