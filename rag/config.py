@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     chroma_host: str | None = None
     chroma_port: int = 8000
     chroma_ssl: bool = False
+    # Replicas: the manifest and the writer lock in this Postgres database (postgresql://...)
+    # instead of SQLite under storage_dir, shared by every app and CLI that names it. They must
+    # share the index too: it needs a Chroma server (chroma_host).
+    database_url: str | None = Field(default=None, repr=False)
 
     # Limits on one file: bigger or slower files are refused and reported, never left to hang a run.
     max_file_mb: float = Field(default=100.0, gt=0)
@@ -137,7 +141,7 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=1, le=65535)
 
-    @field_validator("collection", "top_k", "gguf_path", mode="before")
+    @field_validator("collection", "top_k", "gguf_path", "database_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Compose passes an unset optional setting as "" (RAG_TOP_K: ${RAG_TOP_K:-}).
@@ -154,6 +158,13 @@ class Settings(BaseSettings):
     @classmethod
     def _ocr_languages(cls, value: str) -> str:
         return "+".join(parse_languages(value))
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (unset: SQLite under RAG_STORAGE_DIR)")
+        return url
 
     @field_validator("llm")
     @classmethod

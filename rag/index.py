@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.config import Settings, validate_collection_name
+from rag.database import open_database, writer_lock
 from rag.errors import ConfigError, RagError, StorageLocked
 from rag.ingest import (
     Indexer,
@@ -21,7 +22,6 @@ from rag.ingest import (
     document_id,
     find_sources,
     remove_file,
-    storage_lock,
 )
 from rag.manifest import Manifest
 from rag.profiles import active_profile
@@ -117,7 +117,7 @@ class Index:
     @cached_property
     def manifest(self) -> Manifest:
         with self.storage_faults():
-            return Manifest(self.settings.manifest_path)
+            return Manifest(open_database(self.settings))
 
     def storage_faults(self) -> AbstractContextManager[None]:
         """A full or read-only storage folder surfaces as one StorageFull / StorageReadOnly error."""
@@ -172,7 +172,7 @@ class Index:
             self._seen[name] = state
             return
         try:
-            with storage_lock(self.settings.storage_dir), self._readers.alone() as alone:
+            with writer_lock(self.settings), self._readers.alone() as alone:
                 if alone:
                     logger.info("collection %r changed in another process: reopening", name)
                     self._reopen()
@@ -210,7 +210,7 @@ class Index:
         `fresh` empties the collection first (its files stay in the manifest, marked unindexed).
         """
         name = collection or self.default_collection
-        with self.storage_faults(), storage_lock(self.settings.storage_dir, wait_s=wait_s):
+        with self.storage_faults(), writer_lock(self.settings, wait_s=wait_s):
             if not self.settings.chroma_host:
                 ensure_room(self.settings.storage_dir)  # before recovery, which writes too
             if fresh:
@@ -282,7 +282,7 @@ class Index:
         ]
         if not matches:
             raise RagError(f"{file}: not in collection {name!r} (see `rag status`)")
-        with self.storage_faults(), storage_lock(self.settings.storage_dir):
+        with self.storage_faults(), writer_lock(self.settings):
             store = self.collection(name, check=False)
             for record in matches:
                 remove_file(store, self.manifest, record.doc_id)
@@ -293,7 +293,7 @@ class Index:
         name = collection or self.default_collection
         with (
             self.storage_faults(),
-            storage_lock(self.settings.storage_dir, wait_s=self.settings.lock_wait_s),
+            writer_lock(self.settings, wait_s=self.settings.lock_wait_s),
         ):
             remove_file(self.collection(name, check=False), self.manifest, doc_id)
 

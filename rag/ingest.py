@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 from rag.config import Settings
-from rag.errors import ConfigError, FileRefused, StorageLocked
+from rag.errors import ConfigError, FileRefused
 from rag.loaders import LoadedFile, check_file, content_hash, searched_text
 from rag.manifest import PENDING_DELETE, PENDING_PRUNE, Manifest
 from rag.ocr import setup as setup_ocr
@@ -125,45 +122,6 @@ def find_sources(paths: list[Path]) -> tuple[list[SourceFile], list[Path]]:
         else:
             raise ConfigError(f"{path}: no such file or folder")
     return sources, folders
-
-
-@contextmanager
-def storage_lock(storage_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
-    """Hold the single-writer lock on a storage folder, waiting up to `wait_s` for it.
-
-    Fails with who holds it; the CLI does not wait (a second writer is told at once), the app
-    waits so that an attachment is indexed once the background sync lets go.
-    """
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = storage_dir / ".write.lock"
-    deadline = time.monotonic() + wait_s
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip()
-                    raise StorageLocked(
-                        f"{storage_dir} is being written by {holder or 'another process'}; "
-                        "wait for it to finish and retry"
-                    ) from None
-                time.sleep(0.1)
-        # Who holds the lock is only a courtesy for the next writer's message: a full disk must not
-        # stop a run here (unbuffered, so nothing is left to fail when the file is closed).
-        with suppress(OSError):
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, f"pid {os.getpid()}".encode(), 0)
-        try:
-            yield
-        finally:
-            with suppress(OSError):
-                os.ftruncate(descriptor, 0)
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
-    finally:
-        os.close(descriptor)
 
 
 @dataclass(frozen=True)

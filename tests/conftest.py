@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -79,6 +80,33 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
             yield server.host, server.port
     except RuntimeError as error:
         pytest.fail(f"could not start a Chroma server: {error}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL cluster on 127.0.0.1 for the whole run (Debian's `postgresql`)."""
+    import tempfile
+
+    from postgres_server import run_postgres
+
+    # Not under tmp_path: pytest's folders are root's alone, and the server runs as `postgres`.
+    directory = Path(tempfile.mkdtemp(prefix="rag-postgres-"))
+    try:
+        with run_postgres(directory) as server:
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(postgres_server: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database of the run's PostgreSQL server, for one test."""
+    import re
+
+    from postgres_server import create_database
+
+    name = re.sub(r"\W", "_", request.node.name.lower())[:40] + f"_{id(request) % 10_000}"
+    return create_database(postgres_server, name)
 
 
 @pytest.fixture(scope="session")

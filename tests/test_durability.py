@@ -121,7 +121,7 @@ def test_crash_during_replace_heals_on_next_ingest(
 
 
 def test_second_writer_is_refused_with_one_line(tmp_path: Path) -> None:
-    from rag.ingest import storage_lock
+    from rag.database import storage_lock
 
     storage = tmp_path / "storage"
     folder = tmp_path / "docs"

@@ -51,6 +51,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "chroma_host": ("chroma.local", "chroma.local"),
     "chroma_port": ("9000", 9000),
     "chroma_ssl": ("true", True),
+    "database_url": ("postgresql://rag@db/rag", "postgresql://rag@db/rag"),
     "max_file_mb": ("5", 5.0),
     "max_file_chunks": ("100", 100),
     "parse_timeout_s": ("30", 30.0),

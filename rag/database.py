@@ -1,0 +1,258 @@
+"""Where shared state is kept: SQLite under storage/ (the default) or Postgres (RAG_DATABASE_URL) for replicas, with the schema's migrations and the writer lock."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Protocol
+
+from rag.config import Settings
+from rag.errors import ConfigError, StorageLocked, StoreError
+
+# The manifest's schema (rag.manifest), version by version: a migration is never edited once
+# released, a change is a new one. SQLite and Postgres differ in their types only.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+CREATE TABLE IF NOT EXISTS files (
+    collection   TEXT NOT NULL,
+    doc_id       TEXT NOT NULL,
+    file         TEXT NOT NULL,   -- name shown to users: path relative to the folder ingested
+    source       TEXT NOT NULL,   -- absolute path it was read from
+    root         TEXT NOT NULL,   -- absolute folder it was ingested from
+    content_hash TEXT,            -- NULL until the first complete index of the file
+    chunks       BIGINT NOT NULL DEFAULT 0,
+    size         BIGINT NOT NULL DEFAULT 0,
+    indexed_at   DOUBLE PRECISION,
+    pending      TEXT,            -- hash being written, 'prune', 'delete', or NULL when consistent
+    PRIMARY KEY (collection, doc_id)
+);
+-- What a file's indexed version lists (rag.records), replaced with the version it belongs to.
+CREATE TABLE IF NOT EXISTS records (
+    collection   TEXT NOT NULL,
+    doc_id       TEXT NOT NULL,
+    position     BIGINT NOT NULL,
+    record       TEXT NOT NULL,   -- JSON (rag.records.dumps)
+    PRIMARY KEY (collection, doc_id, position)
+);
+""",
+    ),
+)
+# Advisory lock keys (Postgres): one for migrations, one per storage the writer lock guards.
+MIGRATION_LOCK = 0x72616701
+WRITER_LOCK = "the index"  # what the message names: "the index is being written by rag pid 42 ..."
+LOCK_POLL_S = 0.1
+
+
+class Database(Protocol):
+    """The little SQL the manifest needs, with "?" placeholders on either engine."""
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
+
+    def transaction(self) -> Any: ...  # a context manager: all of it, or none of it
+
+    def close(self) -> None: ...
+
+
+class SqliteDatabase:
+    """One process's state in storage/manifest.sqlite3 (WAL, synced on every commit)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        for _, sql in MIGRATIONS:  # CREATE ... IF NOT EXISTS: as the schema was before versions
+            self._db.executescript(sql)
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, tuple(params)).fetchall()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._db.executemany(sql, rows)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresDatabase:
+    """State shared by replicas in one Postgres database; its schema migrated on open."""
+
+    def __init__(self, url: str) -> None:
+        self._db = connect(url)
+        self._lock = threading.RLock()  # one statement or transaction at a time on it
+        migrate(self._db)
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cursor = self._db.execute(sql.replace("?", "%s"), tuple(params))
+            return cursor.fetchall() if cursor.description else []
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        # The statements inside take the lock again: it is re-entrant, for this thread only.
+        with self._lock, self._db.transaction():
+            yield
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_database(settings: Settings) -> Database:
+    """The database the manifest lives in: Postgres when RAG_DATABASE_URL is set, else SQLite
+    under RAG_STORAGE_DIR."""
+    if settings.database_url:
+        if not settings.chroma_host:
+            raise ConfigError(
+                "RAG_DATABASE_URL shares the manifest between replicas, so they must share the "
+                "index too: set RAG_CHROMA_HOST (a Chroma server)"
+            )
+        return PostgresDatabase(settings.database_url)
+    return SqliteDatabase(settings.manifest_path)
+
+
+@contextmanager
+def writer_lock(settings: Settings, wait_s: float = 0.0) -> Iterator[None]:
+    """The single-writer lock of the index: on Postgres when the manifest is there (replicas on
+    other machines), else a file lock on the storage folder."""
+    if settings.database_url:
+        with postgres_writer_lock(settings.database_url, WRITER_LOCK, wait_s):
+            yield
+    else:
+        with storage_lock(settings.storage_dir, wait_s):
+            yield
+
+
+def connect(url: str) -> Any:
+    """A Postgres connection in autocommit, named for pg_stat_activity ("rag pid 42 on host")."""
+    import psycopg  # on first use: only replicas on Postgres need it
+
+    try:
+        return psycopg.connect(
+            url, autocommit=True, application_name=holder_name(), connect_timeout=10
+        )
+    except psycopg.Error as error:
+        raise StoreError(f"cannot reach the database at RAG_DATABASE_URL ({error})") from None
+
+
+def holder_name() -> str:
+    return f"rag pid {os.getpid()} on {socket.gethostname()}"
+
+
+def migrate(db: Any) -> list[int]:
+    """Apply the migrations a database lacks, under a lock (replicas start at once); returns the
+    versions applied (none when it is up to date)."""
+    applied = []
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS rag_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        done = {row[0] for row in db.execute("SELECT version FROM rag_migrations").fetchall()}
+        for version, sql in MIGRATIONS:
+            if version not in done:
+                db.execute(sql)
+                db.execute(
+                    "INSERT INTO rag_migrations (version, applied_at) VALUES (%s, %s)",
+                    (version, time.time()),
+                )
+                applied.append(version)
+    return applied
+
+
+@contextmanager
+def storage_lock(storage_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the single-writer lock on a storage folder, waiting up to `wait_s` for it.
+
+    Fails with who holds it; the CLI does not wait (a second writer is told at once), the app
+    waits so that an attachment is indexed once the background sync lets go.
+    """
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = storage_dir / ".write.lock"
+    deadline = time.monotonic() + wait_s
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip()
+                    raise StorageLocked(
+                        f"{storage_dir} is being written by {holder or 'another process'}; "
+                        "wait for it to finish and retry"
+                    ) from None
+                time.sleep(0.1)
+        # Who holds the lock is only a courtesy for the next writer's message: a full disk must not
+        # stop a run here (unbuffered, so nothing is left to fail when the file is closed).
+        with suppress(OSError):
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"pid {os.getpid()}".encode(), 0)
+        try:
+            yield
+        finally:
+            with suppress(OSError):
+                os.ftruncate(descriptor, 0)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def postgres_writer_lock(url: str, name: str, wait_s: float = 0.0) -> Iterator[None]:
+    """The single-writer lock of one storage, as a Postgres advisory lock held by a connection of
+    its own: a holder that dies (even by SIGKILL) closes its connection, and Postgres releases
+    the lock at once. Fails with who holds it, as the file lock does."""
+    key = zlib.crc32(name.encode())
+    db = connect(url)
+    try:
+        deadline = time.monotonic() + wait_s
+        while not db.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            if time.monotonic() >= deadline:
+                raise StorageLocked(
+                    f"{name} is being written by {_lock_holder(db, key)}; "
+                    "wait for it to finish and retry"
+                )
+            time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            db.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    finally:
+        db.close()
+
+
+def _lock_holder(db: Any, key: int) -> str:
+    row = db.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = %s",
+        (key & 0xFFFFFFFF,),
+    ).fetchone()
+    return row[0] if row and row[0] else "another process"

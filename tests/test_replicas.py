@@ -1,0 +1,181 @@
+"""Replicas on one Postgres and one Chroma server: the shared manifest, its migrations and the writer lock, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from rag.config import Settings
+from rag.database import PostgresDatabase, SqliteDatabase, connect, migrate, postgres_writer_lock
+from rag.errors import ConfigError, StorageLocked
+from rag.index import Index
+from rag.manifest import Manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_migrations_are_applied_once(database_url: str) -> None:
+    db = connect(database_url)
+    try:
+        assert migrate(db) == [1]
+        assert migrate(db) == []  # at every start: nothing left to do
+    finally:
+        db.close()
+
+
+def test_replicas_starting_together_migrate_once(database_url: str) -> None:
+    applied: list[int] = []
+
+    def start() -> None:
+        db = connect(database_url)
+        try:
+            applied.extend(migrate(db))
+        finally:
+            db.close()
+
+    starts = [threading.Thread(target=start) for _ in range(4)]
+    for thread in starts:
+        thread.start()
+    for thread in starts:
+        thread.join()
+    assert applied == [1]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def manifest(request: pytest.FixtureRequest, tmp_path: Path) -> Manifest:
+    if request.param == "sqlite":
+        return Manifest(SqliteDatabase(tmp_path / "manifest.sqlite3"))
+    return Manifest(PostgresDatabase(request.getfixturevalue("database_url")))
+
+
+def test_the_manifest_keeps_a_files_version_and_records_on_either_database(
+    manifest: Manifest,
+) -> None:
+    manifest.begin_write("docs", "a1", "menu.pdf", "/data/menu.pdf", "/data", "hash-1")
+    assert manifest.get("docs", "a1").pending == "hash-1"  # type: ignore[union-attr]
+    manifest.commit_write("docs", "a1", "hash-1", 12, 3400, ['{"name": "Duvel"}'])
+    manifest.finish("docs", "a1")
+    row = manifest.get("docs", "a1")
+    assert row is not None and (row.content_hash, row.chunks, row.pending) == ("hash-1", 12, None)
+    assert manifest.records("docs") == ['{"name": "Duvel"}']
+    assert manifest.collections() == ["docs"]
+    manifest.begin_delete("docs", "a1")
+    manifest.commit_delete("docs", "a1")
+    assert manifest.files("docs") == [] and manifest.records("docs") == []
+    manifest.close()
+
+
+def test_a_failed_transaction_leaves_the_manifest_as_it_was(manifest: Manifest) -> None:
+    manifest.begin_write("docs", "a1", "menu.pdf", "/data/menu.pdf", "/data", "hash-1")
+    with pytest.raises((sqlite3.Error, psycopg.Error)):  # a record no database can store
+        manifest.commit_write("docs", "a1", "hash-1", 12, 3400, [object()])  # type: ignore[list-item]
+    assert manifest.get("docs", "a1").content_hash is None  # type: ignore[union-attr]
+    manifest.close()
+
+
+# --- the writer lock -------------------------------------------------------------------------------
+
+
+def test_one_writer_at_a_time_and_the_next_is_told_who(database_url: str) -> None:
+    said = rf"the index is being written by rag pid {os.getpid()}"
+    with (
+        postgres_writer_lock(database_url, "the index"),
+        pytest.raises(StorageLocked, match=said),
+        postgres_writer_lock(database_url, "the index"),
+    ):
+        pass
+    with postgres_writer_lock(database_url, "the index"):  # free again once its holder lets go
+        pass
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from rag.database import postgres_writer_lock
+with postgres_writer_lock(sys.argv[1], "the index"):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_holder_killed_by_sigkill_releases_the_lock(database_url: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, database_url],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+        with (
+            pytest.raises(StorageLocked, match=rf"rag pid {holder.pid} on"),
+            postgres_writer_lock(database_url, "the index"),
+        ):
+            pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        # Its connection is gone, so Postgres let go of its lock: the next writer gets it.
+        with postgres_writer_lock(database_url, "the index", wait_s=30):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+# --- two processes' indexes on one Postgres and one Chroma server ------------------------------
+
+
+def replica(
+    tmp_path: Path, name: str, database_url: str, chroma: tuple[str, int], embedder: Any
+) -> Index:
+    host, port = chroma
+    settings = Settings(
+        storage_dir=tmp_path / name,
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        chroma_host=host,
+        chroma_port=port,
+        collection=f"replicas-{abs(hash(database_url)) % 10_000}",
+    )
+    return Index(settings, embedder=embedder)
+
+
+def test_replicas_share_the_manifest_and_index_once(
+    tmp_path: Path, database_url: str, chroma_server: tuple[str, int], embedder: Any
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "harbour.txt").write_text("The secret harbour code is ZX-4417.")
+    first = replica(tmp_path, "first", database_url, chroma_server, embedder)
+    second = replica(tmp_path, "second", database_url, chroma_server, embedder)
+    try:
+        assert first.ingest([data]).indexed == ["harbour.txt"]
+        # The other replica knows the file is indexed, at this version: nothing to do.
+        again = second.ingest([data])
+        assert (again.indexed, again.unchanged) == ([], ["harbour.txt"])
+        assert [r.file for r in second.manifest.files(second.default_collection)] == ["harbour.txt"]
+        hits = second.retriever(second.default_collection).retrieve("harbour code", 3)
+        assert [hit.node.metadata["file"] for hit in hits] == ["harbour.txt"]
+        assert second.collection().count() == first.collection().count()  # no duplicate chunk
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_database_without_a_shared_index_stops_the_start(tmp_path: Path) -> None:
+    settings = Settings(storage_dir=tmp_path, database_url="postgresql://rag@127.0.0.1:1/rag")
+    with pytest.raises(ConfigError, match="set RAG_CHROMA_HOST"):
+        _ = Index(settings).manifest
+
+
+def test_a_database_url_that_is_not_postgres_stops_the_start() -> None:
+    with pytest.raises(ValueError, match="must be a postgresql:// URL"):
+        Settings(database_url="mysql://rag@db/rag")
