@@ -17,12 +17,8 @@ from typing import Any, Protocol
 from rag.config import Settings
 from rag.errors import ConfigError, StorageLocked, StoreError
 
-# The manifest's schema (rag.manifest), version by version: a migration is never edited once
-# released, a change is a new one. SQLite and Postgres differ in their types only.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (
-        1,
-        """
+# The manifest's tables (rag.manifest): SQLite and Postgres read these types alike.
+MANIFEST_SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     collection   TEXT NOT NULL,
     doc_id       TEXT NOT NULL,
@@ -44,9 +40,84 @@ CREATE TABLE IF NOT EXISTS records (
     record       TEXT NOT NULL,   -- JSON (rag.records.dumps)
     PRIMARY KEY (collection, doc_id, position)
 );
-""",
-    ),
-)
+"""
+# The chat threads' tables on Postgres: those Chainlit's SQLAlchemy data layer reads and writes
+# (rag.threads; the SQLite ones are there), in Postgres' types for lists and JSON. Ids are TEXT:
+# the data layer binds them as strings.
+CHAT_SCHEMA_POSTGRES = """
+CREATE TABLE IF NOT EXISTS users (
+    "id"          TEXT PRIMARY KEY,
+    "identifier"  TEXT NOT NULL UNIQUE,
+    "metadata"    JSONB NOT NULL,
+    "createdAt"   TEXT
+);
+CREATE TABLE IF NOT EXISTS threads (
+    "id"             TEXT PRIMARY KEY,
+    "createdAt"      TEXT,
+    "name"           TEXT,
+    "userId"         TEXT,
+    "userIdentifier" TEXT,
+    "tags"           TEXT[],
+    "metadata"       JSONB,
+    FOREIGN KEY ("userId") REFERENCES users("id") ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS steps (
+    "id"            TEXT PRIMARY KEY,
+    "name"          TEXT NOT NULL,
+    "type"          TEXT NOT NULL,
+    "threadId"      TEXT NOT NULL,
+    "parentId"      TEXT,
+    "streaming"     BOOLEAN NOT NULL,
+    "waitForAnswer" BOOLEAN,
+    "isError"       BOOLEAN,
+    "metadata"      JSONB,
+    "tags"          TEXT[],
+    "input"         TEXT,
+    "output"        TEXT,
+    "createdAt"     TEXT,
+    "command"       TEXT,
+    "modes"         JSONB,
+    "start"         TEXT,
+    "end"           TEXT,
+    "generation"    JSONB,
+    "showInput"     TEXT,
+    "language"      TEXT,
+    "indent"        INT,
+    "defaultOpen"   BOOLEAN,
+    "autoCollapse"  BOOLEAN,
+    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS elements (
+    "id"           TEXT PRIMARY KEY,
+    "threadId"     TEXT,
+    "type"         TEXT,
+    "url"          TEXT,
+    "chainlitKey"  TEXT,
+    "name"         TEXT NOT NULL,
+    "display"      TEXT,
+    "objectKey"    TEXT,
+    "size"         TEXT,
+    "page"         INT,
+    "language"     TEXT,
+    "forId"        TEXT,
+    "mime"         TEXT,
+    "props"        JSONB,
+    "autoPlay"     BOOLEAN,
+    "playerConfig" JSONB,
+    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS feedbacks (
+    "id"       TEXT PRIMARY KEY,
+    "forId"    TEXT NOT NULL,
+    "threadId" TEXT NOT NULL,
+    "value"    INT NOT NULL,
+    "comment"  TEXT,
+    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+);
+"""
+# The schema of a Postgres database, version by version: a migration is never edited once
+# released, a change is a new one. 2 holds the chat threads (rag.threads).
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, MANIFEST_SCHEMA), (2, CHAT_SCHEMA_POSTGRES))
 # Advisory lock keys (Postgres): one for migrations, one per storage the writer lock guards.
 MIGRATION_LOCK = 0x72616701
 WRITER_LOCK = "the index"  # what the message names: "the index is being written by rag pid 42 ..."
@@ -73,8 +144,7 @@ class SqliteDatabase:
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        for _, sql in MIGRATIONS:  # CREATE ... IF NOT EXISTS: as the schema was before versions
-            self._db.executescript(sql)
+        self._db.executescript(MANIFEST_SCHEMA)  # CREATE ... IF NOT EXISTS: idempotent
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, tuple(params)).fetchall()

@@ -1,4 +1,4 @@
-"""Saved chat threads: the SQLite database behind the chat's thread list, and the data layer on it."""
+"""Saved chat threads: the database behind the chat's thread list (SQLite under storage/, or the replicas' Postgres), and the data layer on it."""
 
 from __future__ import annotations
 
@@ -91,11 +91,19 @@ CREATE TABLE IF NOT EXISTS feedbacks (
 
 
 def thread_database(settings: Settings) -> str:
-    """Create the threads database under storage/ if needed; return its SQLAlchemy URL.
+    """The SQLAlchemy URL of the chat threads' database: the Postgres one replicas share
+    (RAG_DATABASE_URL; its tables are migrated by rag.database), else SQLite under storage/,
+    created if needed.
 
     The data layer binds Python lists and dicts (tags, modes) as parameters; SQLite cannot store
     those, so they are stored as JSON text.
     """
+    if settings.database_url:
+        from rag.database import PostgresDatabase
+
+        PostgresDatabase(settings.database_url).close()  # migrated on open: the tables exist
+        rest = settings.database_url.partition("://")[2]
+        return f"postgresql+asyncpg://{rest}"
     sqlite3.register_adapter(list, json.dumps)
     sqlite3.register_adapter(dict, json.dumps)
     path = (settings.storage_dir / "threads.sqlite3").resolve()

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_migrations_are_applied_once(database_url: str) -> None:
     db = connect(database_url)
     try:
-        assert migrate(db) == [1]
+        assert migrate(db) == [1, 2]
         assert migrate(db) == []  # at every start: nothing left to do
     finally:
         db.close()
@@ -47,7 +47,7 @@ def test_replicas_starting_together_migrate_once(database_url: str) -> None:
         thread.start()
     for thread in starts:
         thread.join()
-    assert applied == [1]
+    assert applied == [1, 2]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -179,3 +179,43 @@ def test_a_database_without_a_shared_index_stops_the_start(tmp_path: Path) -> No
 def test_a_database_url_that_is_not_postgres_stops_the_start() -> None:
     with pytest.raises(ValueError, match="must be a postgresql:// URL"):
         Settings(database_url="mysql://rag@db/rag")
+
+
+# --- chat threads -------------------------------------------------------------------------------
+
+
+def test_a_thread_saved_through_one_replica_is_listed_and_read_by_the_other(
+    tmp_path: Path, database_url: str
+) -> None:
+    import asyncio
+
+    from chainlit.types import Pagination, ThreadFilter
+    from chainlit.user import User
+
+    from rag.threads import ThreadStore, thread_database
+
+    settings = Settings(storage_dir=tmp_path, database_url=database_url, chroma_host="127.0.0.1")
+    url = thread_database(settings)
+    assert url.startswith("postgresql+asyncpg://")
+
+    async def scenario() -> tuple[list[str], Any]:
+        one, two = ThreadStore(conninfo=url), ThreadStore(conninfo=url)
+        try:
+            alice = await one.create_user(User(identifier="alice"))
+            assert alice is not None
+            await one.update_thread(
+                "thread-1",
+                name="Harbour codes",
+                user_id=alice.id,
+                metadata={"chat_profile": "general"},
+            )
+            listed = await two.list_threads(Pagination(first=10), ThreadFilter(userId=alice.id))
+            return [t["name"] for t in listed.data], await two.get_thread("thread-1")
+        finally:
+            await one.engine.dispose()
+            await two.engine.dispose()
+
+    names, thread = asyncio.run(scenario())
+    assert names == ["Harbour codes"]
+    assert thread is not None and thread["userIdentifier"] == "alice"
+    assert thread["metadata"]["chat_profile"] == "general"
