@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,8 @@ def test_replicas_share_the_manifest_and_index_once(
     first = replica(tmp_path, "first", database_url, chroma_server, embedder)
     second = replica(tmp_path, "second", database_url, chroma_server, embedder)
     try:
+        # The other replica has searched before the write: what it keeps must not go stale.
+        assert second.retriever(second.default_collection).retrieve("harbour code", 3) == []
         assert first.ingest([data]).indexed == ["harbour.txt"]
         # The other replica knows the file is indexed, at this version: nothing to do.
         again = second.ingest([data])
@@ -168,6 +172,62 @@ def test_replicas_share_the_manifest_and_index_once(
     finally:
         first.close()
         second.close()
+
+
+PROGRESS = re.compile(r"^\[\d+/\d+\] ", re.MULTILINE)  # the CLI's line per file (stderr)
+
+
+def test_a_cli_killed_mid_ingest_leaves_the_other_replica_a_whole_sync(
+    tmp_path: Path, database_url: str, chroma_server: tuple[str, int], embedder: Any
+) -> None:
+    from rag_cli import cli_env, kill_tree, rag_command
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for number in range(12):
+        paragraphs = [
+            f"Harbour log {number}, entry {line}: the tide rose at {line} o'clock."
+            for line in range(60)
+        ]
+        (data / f"log-{number:02d}.txt").write_text("\n\n".join(paragraphs))
+    other = replica(tmp_path, "app", database_url, chroma_server, embedder)
+    env = {
+        **cli_env(),
+        "RAG_STORAGE_DIR": str(tmp_path / "cli"),
+        "RAG_DATABASE_URL": database_url,
+        "RAG_CHROMA_HOST": chroma_server[0],
+        "RAG_CHROMA_PORT": str(chroma_server[1]),
+        "RAG_COLLECTION": other.default_collection,
+    }
+    log = tmp_path / "cli.log"
+    with open(log, "wb") as output:
+        cli = subprocess.Popen(
+            rag_command("ingest", data),
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not PROGRESS.search(log.read_text(errors="replace")) and cli.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        kill_tree(cli)  # the writer dies holding the lock, a file half written
+        report = other.ingest([data], wait_s=30)  # its lock was let go with its connection
+        assert not report.failed
+        manifest = other.manifest.files(other.default_collection)
+        assert sorted(row.file for row in manifest) == sorted(p.name for p in data.iterdir())
+        assert all(row.pending is None and row.content_hash for row in manifest)
+        # Every chunk belongs to a file's one indexed version: none duplicated, none orphaned.
+        store = other.collection()
+        assert store.chunk_counts() == {row.doc_id: row.chunks for row in manifest}
+        assert store.count() == sum(row.chunks for row in manifest)
+    finally:
+        if cli.poll() is None:
+            kill_tree(cli)
+        other.close()
 
 
 def test_a_database_without_a_shared_index_stops_the_start(tmp_path: Path) -> None:
