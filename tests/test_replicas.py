@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -279,3 +280,80 @@ def test_a_thread_saved_through_one_replica_is_listed_and_read_by_the_other(
     assert names == ["Harbour codes"]
     assert thread is not None and thread["userIdentifier"] == "alice"
     assert thread["metadata"]["chat_profile"] == "general"
+
+
+# --- two real app processes ---------------------------------------------------------------------
+
+HARBOUR = b"Notes of the harbour office.\n\nThe secret harbour code is ZX-4417."
+
+
+def threads_of(server: Any, cookie: str) -> list[str]:
+    listed = httpx.post(
+        f"{server.url}/project/threads",
+        json={"pagination": {"first": 50}, "filter": {}},
+        headers={"Cookie": cookie},
+        timeout=30,
+    )
+    listed.raise_for_status()
+    return [thread["id"] for thread in listed.json()["data"]]
+
+
+def test_two_app_replicas_answer_from_one_index_and_share_the_threads(
+    tmp_path: Path, database_url: str, chroma_server: tuple[str, int], models_cache: Path
+) -> None:
+    import asyncio
+
+    import openai
+
+    from testkit.app import ChatServer, prepare_home
+    from testkit.chainlit import ChatClient, login
+
+    shared = {
+        "RAG_DATABASE_URL": database_url,
+        "RAG_CHROMA_HOST": chroma_server[0],
+        "RAG_CHROMA_PORT": str(chroma_server[1]),
+        "RAG_COLLECTION": f"two-apps-{abs(hash(database_url)) % 10_000}",
+        "CHAINLIT_AUTH_SECRET": "one-secret-for-every-replica-of-this-test",
+    }
+    one = ChatServer(prepare_home(tmp_path / "one", models_cache), settings=shared)
+    two = ChatServer(prepare_home(tmp_path / "two", models_cache), settings=shared)
+    one.start()
+    two.start()
+    try:
+        # A document uploaded through one replica is answered from by the other.
+        upload = httpx.post(
+            f"{one.url}/v1/documents", files={"file": ("harbour.txt", HARBOUR)}, timeout=120
+        )
+        assert upload.status_code == 200, upload.text
+        api = openai.OpenAI(base_url=f"{two.url}/v1", api_key="-", max_retries=0, timeout=300)
+        completion = api.chat.completions.create(
+            model="general", messages=[{"role": "user", "content": "What is the harbour code?"}]
+        )
+        files = {source["file"] for source in (completion.model_extra or {})["sources"]}
+        assert "harbour.txt" in files, completion
+
+        async def chats() -> tuple[str, str, list[str]]:
+            async with httpx.AsyncClient(timeout=60) as http:
+                cookie = await login(http, one.url)
+            # A thread started on one replica, with an attachment of its own ...
+            first = ChatClient(one.url, cookie)
+            await first.connect()
+            await first.ask(
+                "What does the tide note say?", ("tides.txt", b"The tide turns at 14:05.")
+            )
+            await first.close()
+            assert first.thread_id
+            # ... is resumed on the other, which answers from that attachment.
+            second = ChatClient(two.url, cookie, thread_id=first.thread_id)
+            await second.connect()
+            await second.ask("When does the tide turn?")
+            await second.close()
+            return cookie, first.thread_id, second.texts
+
+        cookie, thread_id, said = asyncio.run(chats())
+        assert any("tides.txt" in text for text in said), said
+        assert thread_id in threads_of(one, cookie)
+        assert threads_of(one, cookie) == threads_of(two, cookie)
+    finally:
+        one.stop()
+        two.stop()
