@@ -73,7 +73,7 @@ def data_dir(settings) -> Path:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A real `chroma run` server on 127.0.0.1 for the whole run: yields (host, port)."""
-    from chroma_server import run_chroma_server
+    from testkit.chroma import run_chroma_server
 
     try:
         with run_chroma_server(tmp_path_factory.mktemp("chroma-server")) as server:
@@ -87,7 +87,7 @@ def postgres_server() -> Iterator[Any]:
     """A real PostgreSQL cluster on 127.0.0.1 for the whole run (Debian's `postgresql`)."""
     import tempfile
 
-    from postgres_server import run_postgres
+    from testkit.postgres import run_postgres
 
     # Not under tmp_path: pytest's folders are root's alone, and the server runs as `postgres`.
     directory = Path(tempfile.mkdtemp(prefix="rag-postgres-"))
@@ -103,7 +103,7 @@ def database_url(postgres_server: Any, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database of the run's PostgreSQL server, for one test."""
     import re
 
-    from postgres_server import create_database
+    from testkit.postgres import create_database
 
     name = re.sub(r"\W", "_", request.node.name.lower())[:40] + f"_{id(request) % 10_000}"
     return create_database(postgres_server, name)

@@ -28,6 +28,11 @@ COMPOSE_ONLY = {
     "OLLAMA_VERSION",
     "OLLAMA_PULL_MODELS",
     "CHROMA_VERSION",
+    # The `scale` profile: Postgres and nginx versions, Postgres' password, the proxy's port.
+    "POSTGRES_VERSION",
+    "POSTGRES_PASSWORD",
+    "NGINX_VERSION",
+    "SCALE_PORT",
 }
 # .env.example settings that the compose file fixes for the container instead of passing them on.
 FIXED_IN_CONTAINER = {
@@ -167,7 +172,7 @@ def test_chroma_server_is_behind_a_profile_and_switches_the_app(
     compose: dict[str, Any], services: dict[str, Any]
 ) -> None:
     chroma = services["chroma"]
-    assert chroma["profiles"] == ["chroma"]
+    assert chroma["profiles"] == ["chroma", "scale"]
     assert chroma["image"].startswith("chromadb/chroma:")
     assert "chroma:/data" in chroma["volumes"]
     assert "chroma" in compose["volumes"]
@@ -177,6 +182,30 @@ def test_chroma_server_is_behind_a_profile_and_switches_the_app(
     assert services["app"]["environment"]["RAG_CHROMA_PORT"] == "${RAG_CHROMA_PORT:-8000}"
     for name in ("app", "ollama", "ollama-pull"):
         assert "profiles" not in services[name], f"{name} must start without a profile"
+
+
+def test_the_scale_profile_runs_two_replicas_on_postgres_behind_a_sticky_proxy(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    scale = {name for name, service in services.items() if "scale" in service.get("profiles", [])}
+    assert scale == {"app-2", "postgres", "proxy", "chroma"}
+    second, first = services["app-2"], services["app"]
+    assert second["ports"] == [] and second["image"] == first["image"]
+    assert second["environment"] == first["environment"] and second["volumes"] == first["volumes"]
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:")
+    assert (
+        "postgres:/var/lib/postgresql/data" in postgres["volumes"]
+        and "postgres" in compose["volumes"]
+    )
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert set(proxy["depends_on"]) == {"app", "app-2"}
+    config = (ROOT / "deploy" / "nginx-scale.conf").read_text(encoding="utf-8")
+    assert "ip_hash;" in config  # a chat's websocket stays with its replica
+    assert "server app:8000" in config and "server app-2:8000" in config
+    assert "proxy_set_header Upgrade $http_upgrade;" in config
 
 
 def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
@@ -247,7 +276,10 @@ def test_docker_compose_accepts_the_files(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
-    assert set(resolved["services"]) == {"app", "ollama", "ollama-pull", "chroma"}
+    # docker-compose 1.29's `config` lists every profile's services; the app-2 alias resolves.
+    scale = {"app-2", "postgres", "proxy"}
+    assert set(resolved["services"]) == {"app", "ollama", "ollama-pull", "chroma", *scale}
+    assert resolved["services"]["app-2"]["image"] == resolved["services"]["app"]["image"]
     assert resolved["services"]["app"]["environment"]["RAG_CHROMA_HOST"] == "chroma"
     assert resolved["services"]["ollama"]["deploy"]["resources"]["reservations"]["devices"]
 

@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for tests: Debian's `postgresql` binaries, a fresh cluster on a free local port."""
+"""A real PostgreSQL server for tests and benches: Debian's `postgresql` binaries, a fresh cluster on a free local port."""
 
 from __future__ import annotations
 

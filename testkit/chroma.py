@@ -1,4 +1,4 @@
-"""A real `chroma run` server for tests: started from the venv's own `chroma`, on a free local port."""
+"""A real `chroma run` server for tests and benches: started from the venv's own `chroma`, on a free local port."""
 
 from __future__ import annotations
 
