@@ -143,11 +143,10 @@ def test_cli_reads_the_server_from_env(
 
 
 def test_unreachable_server_is_a_clear_store_error(tmp_path: Path) -> None:
-    from testkit.app import free_port
-
     from rag.config import Settings
     from rag.errors import StoreError
     from rag.index import Index
+    from testkit.app import free_port
 
     port = free_port()  # nothing listens there
     index = Index(
