@@ -93,25 +93,14 @@ def handovers(url: str, storage: Path, times: int) -> tuple[list[float], list[fl
     postgres = f"postgres_writer_lock({url!r}, 'the index', wait_s=60)"
     files = f"storage_lock(__import__('pathlib').Path({str(storage)!r}), wait_s=60)"
     take = "from rag.database import {lock}\nwith {call}:\n    pass"
+
     # The take runs in a fresh interpreter: its start-up is measured in both, alike.
-    on_postgres = [
-        handover(
-            HOLD.format(lock="postgres_writer_lock", call=postgres),
-            "holding",
-            take.format(lock="postgres_writer_lock", call=postgres),
-            env,
-        )
-        for _ in range(times)
-    ]
-    on_files = [
-        handover(
-            HOLD.format(lock="storage_lock", call=files),
-            "holding",
-            take.format(lock="storage_lock", call=files),
-            env,
-        )
-        for _ in range(times)
-    ]
+    def measured(lock: str, call: str) -> list[float]:
+        hold, take_it = HOLD.format(lock=lock, call=call), take.format(lock=lock, call=call)
+        return [handover(hold, "holding", take_it, env) for _ in range(times)]
+
+    on_postgres = measured("postgres_writer_lock", postgres)
+    on_files = measured("storage_lock", files)
     return on_postgres, on_files
 
 

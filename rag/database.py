@@ -41,14 +41,14 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (collection, doc_id, position)
 );
 """
-# The chat threads' tables on Postgres: those Chainlit's SQLAlchemy data layer reads and writes
-# (rag.threads; the SQLite ones are there), in Postgres' types for lists and JSON. Ids are TEXT:
-# the data layer binds them as strings.
-CHAT_SCHEMA_POSTGRES = """
+# The tables and camelCase columns Chainlit's SQLAlchemy data layer reads and writes (the chat
+# threads, rag.threads), with the types of its JSON and list columns left to each database: TEXT
+# on SQLite, JSONB and TEXT[] on Postgres. Ids are TEXT: the data layer binds them as strings.
+CHAT_TABLES = """
 CREATE TABLE IF NOT EXISTS users (
     "id"          TEXT PRIMARY KEY,
     "identifier"  TEXT NOT NULL UNIQUE,
-    "metadata"    JSONB NOT NULL,
+    "metadata"    {json} NOT NULL,
     "createdAt"   TEXT
 );
 CREATE TABLE IF NOT EXISTS threads (
@@ -57,8 +57,8 @@ CREATE TABLE IF NOT EXISTS threads (
     "name"           TEXT,
     "userId"         TEXT,
     "userIdentifier" TEXT,
-    "tags"           TEXT[],
-    "metadata"       JSONB,
+    "tags"           {list},
+    "metadata"       {json},
     FOREIGN KEY ("userId") REFERENCES users("id") ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS steps (
@@ -70,19 +70,19 @@ CREATE TABLE IF NOT EXISTS steps (
     "streaming"     BOOLEAN NOT NULL,
     "waitForAnswer" BOOLEAN,
     "isError"       BOOLEAN,
-    "metadata"      JSONB,
-    "tags"          TEXT[],
+    "metadata"      {json},
+    "tags"          {list},
     "input"         TEXT,
     "output"        TEXT,
     "createdAt"     TEXT,
     "command"       TEXT,
-    "modes"         JSONB,
+    "modes"         {json},
     "start"         TEXT,
     "end"           TEXT,
-    "generation"    JSONB,
+    "generation"    {json},
     "showInput"     TEXT,
     "language"      TEXT,
-    "indent"        INT,
+    "indent"        INTEGER,
     "defaultOpen"   BOOLEAN,
     "autoCollapse"  BOOLEAN,
     FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
@@ -97,27 +97,30 @@ CREATE TABLE IF NOT EXISTS elements (
     "display"      TEXT,
     "objectKey"    TEXT,
     "size"         TEXT,
-    "page"         INT,
+    "page"         INTEGER,
     "language"     TEXT,
     "forId"        TEXT,
     "mime"         TEXT,
-    "props"        JSONB,
+    "props"        {json},
     "autoPlay"     BOOLEAN,
-    "playerConfig" JSONB,
+    "playerConfig" {json},
     FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS feedbacks (
     "id"       TEXT PRIMARY KEY,
     "forId"    TEXT NOT NULL,
     "threadId" TEXT NOT NULL,
-    "value"    INT NOT NULL,
+    "value"    INTEGER NOT NULL,
     "comment"  TEXT,
     FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
 );
 """
 # The schema of a Postgres database, version by version: a migration is never edited once
 # released, a change is a new one. 2 holds the chat threads (rag.threads).
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, MANIFEST_SCHEMA), (2, CHAT_SCHEMA_POSTGRES))
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, MANIFEST_SCHEMA),
+    (2, CHAT_TABLES.format(json="JSONB", list="TEXT[]")),
+)
 # Advisory lock keys (Postgres): one for migrations, one per storage the writer lock guards.
 MIGRATION_LOCK = 0x72616701
 WRITER_LOCK = "the index"  # what the message names: "the index is being written by rag pid 42 ..."

@@ -11,83 +11,10 @@ from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.utils import queue_until_user_message
 
 from rag.config import Settings
+from rag.database import CHAT_TABLES
 
-# The tables and camelCase columns that Chainlit's SQLAlchemy data layer reads and writes.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    "id"          TEXT PRIMARY KEY,          -- uuid4 string
-    "identifier"  TEXT NOT NULL UNIQUE,
-    "metadata"    TEXT NOT NULL,             -- JSON string
-    "createdAt"   TEXT
-);
-
-CREATE TABLE IF NOT EXISTS threads (
-    "id"             TEXT PRIMARY KEY,
-    "createdAt"      TEXT,
-    "name"           TEXT,
-    "userId"         TEXT,
-    "userIdentifier" TEXT,
-    "tags"           TEXT,                   -- Postgres: TEXT[]; see gotcha on auto_tag_thread
-    "metadata"       TEXT,                   -- JSON string
-    FOREIGN KEY ("userId") REFERENCES users("id") ON DELETE CASCADE
-);
-
-CREATE TABLE IF NOT EXISTS steps (
-    "id"            TEXT PRIMARY KEY,
-    "name"          TEXT NOT NULL,
-    "type"          TEXT NOT NULL,
-    "threadId"      TEXT NOT NULL,
-    "parentId"      TEXT,
-    "streaming"     BOOLEAN NOT NULL,
-    "waitForAnswer" BOOLEAN,
-    "isError"       BOOLEAN,
-    "metadata"      TEXT,
-    "tags"          TEXT,
-    "input"         TEXT,
-    "output"        TEXT,
-    "createdAt"     TEXT,
-    "command"       TEXT,
-    "modes"         TEXT,
-    "start"         TEXT,
-    "end"           TEXT,
-    "generation"    TEXT,
-    "showInput"     TEXT,
-    "language"      TEXT,
-    "indent"        INTEGER,
-    "defaultOpen"   BOOLEAN,
-    "autoCollapse"  BOOLEAN,
-    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
-);
-
-CREATE TABLE IF NOT EXISTS elements (
-    "id"           TEXT PRIMARY KEY,
-    "threadId"     TEXT,
-    "type"         TEXT,
-    "url"          TEXT,
-    "chainlitKey"  TEXT,
-    "name"         TEXT NOT NULL,
-    "display"      TEXT,
-    "objectKey"    TEXT,
-    "size"         TEXT,
-    "page"         INTEGER,
-    "language"     TEXT,
-    "forId"        TEXT,
-    "mime"         TEXT,
-    "props"        TEXT,
-    "autoPlay"     BOOLEAN,
-    "playerConfig" TEXT,
-    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
-);
-
-CREATE TABLE IF NOT EXISTS feedbacks (
-    "id"       TEXT PRIMARY KEY,
-    "forId"    TEXT NOT NULL,
-    "threadId" TEXT NOT NULL,
-    "value"    INTEGER NOT NULL,
-    "comment"  TEXT,
-    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
-);
-"""
+# Chainlit's tables (rag.database.CHAT_TABLES) on SQLite: its JSON and lists as text.
+SCHEMA = CHAT_TABLES.format(json="TEXT", list="TEXT")
 
 
 def thread_database(settings: Settings) -> str:
