@@ -314,12 +314,32 @@ def test_two_app_replicas_answer_from_one_index_and_share_the_threads(
         "RAG_CHROMA_PORT": str(chroma_server[1]),
         "RAG_COLLECTION": f"two-apps-{abs(hash(database_url)) % 10_000}",
         "CHAINLIT_AUTH_SECRET": "one-secret-for-every-replica-of-this-test",
+        "RAG_LOCK_WAIT_S": "2",  # a replica waits this long for another writer, then says who
     }
     one = ChatServer(prepare_home(tmp_path / "one", models_cache), settings=shared)
     two = ChatServer(prepare_home(tmp_path / "two", models_cache), settings=shared)
     one.start()
     two.start()
     try:
+        one.wait_for_sync()  # each syncs its (empty) data folder at start, in turn
+        two.wait_for_sync()
+        # While a CLI writes, a replica's upload waits its turn, then says who is writing.
+        cli = subprocess.Popen(
+            [sys.executable, "-c", HOLD_THE_LOCK, database_url],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            assert cli.stdout is not None and cli.stdout.readline().strip() == b"holding"
+            refused = httpx.post(
+                f"{one.url}/v1/documents", files={"file": ("harbour.txt", HARBOUR)}, timeout=120
+            )
+            assert refused.status_code == 503, refused.text
+            assert f"being written by rag pid {cli.pid} on" in refused.json()["error"]["message"]
+        finally:
+            cli.kill()
+            cli.wait(timeout=30)
         # A document uploaded through one replica is answered from by the other.
         upload = httpx.post(
             f"{one.url}/v1/documents", files={"file": ("harbour.txt", HARBOUR)}, timeout=120
