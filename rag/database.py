@@ -174,23 +174,42 @@ class PostgresDatabase:
     """State shared by replicas in one Postgres database; its schema migrated on open."""
 
     def __init__(self, url: str) -> None:
+        self._url = url
         self._db = connect(url)
         self._lock = threading.RLock()  # one statement or transaction at a time on it
         migrate(self._db)
 
-    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The connection, opened again if it was lost (a Postgres restart, a dropped link): the
+        statement that met the loss fails as a StoreError, the next one reconnects."""
+        import psycopg
+
         with self._lock:
-            cursor = self._db.execute(sql.replace("?", "%s"), tuple(params))
+            if self._db.closed:
+                self._db = connect(self._url)
+            try:
+                yield self._db
+            except psycopg.OperationalError as error:
+                if not self._db.closed and not self._db.broken:
+                    raise
+                raise StoreError(
+                    f"lost the connection to RAG_DATABASE_URL ({error}); retry"
+                ) from None
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as db:
+            cursor = db.execute(sql.replace("?", "%s"), tuple(params))
             return cursor.fetchall() if cursor.description else []
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        with self._lock, self._db.cursor() as cursor:
+        with self._connection() as db, db.cursor() as cursor:
             cursor.executemany(sql.replace("?", "%s"), rows)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         # The statements inside take the lock again: it is re-entrant, for this thread only.
-        with self._lock, self._db.transaction():
+        with self._connection() as db, db.transaction():
             yield
 
     def close(self) -> None:

@@ -85,6 +85,26 @@ def test_a_failed_transaction_leaves_the_manifest_as_it_was(manifest: Manifest) 
     manifest.close()
 
 
+def test_a_lost_database_connection_fails_one_call_clearly_then_reconnects(
+    database_url: str,
+) -> None:
+    from rag.errors import StoreError
+
+    manifest = Manifest(PostgresDatabase(database_url))
+    try:
+        admin = connect(database_url)
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        admin.close()
+        with pytest.raises(StoreError, match="lost the connection to RAG_DATABASE_URL"):
+            manifest.files("docs")
+        assert manifest.files("docs") == []  # the next call has a new connection
+    finally:
+        manifest.close()
+
+
 # --- the writer lock -------------------------------------------------------------------------------
 
 
