@@ -139,39 +139,62 @@ def match(cv: Record, postings: Sequence[Record]) -> list[Fit]:
     """Each posting checked against the CV, best fit first (ties: more asks found first).
 
     An ask is found when the CV's words cover its key terms: any of up to three ("Angular /
-    React", "Degree or certification in CS"), else at least half. This is word matching, shown
-    with its quotes: "not shown" means the CV does not say it in these words.
+    React", "Degree or certification in CS"), else at least half. A product's name covers its
+    longer written form ("Postgres" and "PostgreSQL", "React" and "ReactJS"). This is word
+    matching, shown with its quotes: "not shown" means the CV does not say it in these words.
     """
     lines = [Line(*line) for line in cv.fields.get("lines", [])]
-    line_stems = [content_stems(FIELD_LINE.sub("", line.text), shortest=1) for line in lines]
-    said = set().union(*line_stems) if line_stems else set()
+    said = [Words(FIELD_LINE.sub("", line.text)) for line in lines]
     fits = []
     for posting in postings:
         fit = Fit(posting)
         for ask in asks_of(posting):
+            asked = Words(ask.line.text)
             terms = key_terms(ask.line.text)
-            covered = terms & said
+            by_line = [{t for t in terms if words.cover(t, asked)} for words in said]
+            covered = set().union(*by_line) if by_line else set()
             need = 1 if len(terms) <= 3 else math.ceil(len(terms) / 2)
             shown: tuple[Line, ...] = ()
             if terms and len(covered) >= need:
-                shown = _quotes(covered, lines, line_stems)
+                shown = _quotes(covered, lines, by_line)
             fit.checks.append(Check(ask, shown))
         fits.append(fit)
     fits.sort(key=lambda f: (-f.score, -len(f.found)))
     return fits
 
 
-def _quotes(terms: set[str], lines: list[Line], line_stems: list[set[str]]) -> tuple[Line, ...]:
+MIN_NAME_PREFIX = 5  # letters: "Java" is not the start of "JavaScript" for this rule
+MIXED_CASE = re.compile(r"\b[A-Za-z]+[a-z][A-Z][A-Za-z]*\b|\b[A-Z][a-z]+[A-Z]+\b")
+
+
+class Words:
+    """A text's stems, and those of its product names written in mixed case ("PostgreSQL")."""
+
+    def __init__(self, text: str) -> None:
+        self.stems = content_stems(text, shortest=1)
+        self.names = {s for m in MIXED_CASE.finditer(text) for s in content_stems(m.group(0))}
+
+    def cover(self, term: str, asked: Words) -> bool:
+        """Whether these words say `term` of `asked`: the same stem, or one of the two a name
+        that the other begins ("Postgres" / "PostgreSQL")."""
+        if term in self.stems:
+            return True
+        if len(term) >= MIN_NAME_PREFIX and any(name.startswith(term) for name in self.names):
+            return True
+        return term in asked.names and any(
+            term.startswith(stem) for stem in self.stems if len(stem) >= MIN_NAME_PREFIX
+        )
+
+
+def _quotes(terms: set[str], lines: list[Line], by_line: list[set[str]]) -> tuple[Line, ...]:
     """The CV lines that cover the most of `terms`, fewest first."""
     left, chosen = set(terms), []
     while left and len(chosen) < CV_QUOTES:
-        best = max(
-            range(len(lines)), key=lambda i: (len(line_stems[i] & left), -len(lines[i].text))
-        )
-        if not line_stems[best] & left:
+        best = max(range(len(lines)), key=lambda i: (len(by_line[i] & left), -len(lines[i].text)))
+        if not by_line[best] & left:
             break
         chosen.append(lines[best])
-        left -= line_stems[best]
+        left -= by_line[best]
     return tuple(chosen)
 
 

@@ -195,6 +195,23 @@ def test_a_rails_cv_fits_the_rails_job_best(corpus: Path, tmp_path: Path) -> Non
     assert {"Ruby on Rails", "Postgres", "Angular / React"} <= {c.ask.line.text for c in best.found}
 
 
+def test_a_products_name_covers_its_longer_form_and_java_is_not_javascript(
+    corpus: Path, tmp_path: Path
+) -> None:
+    cv_text = "# Bo\n\n## Experience\nBuilt PostgreSQL schemas and ReactJS front ends.\n\n## Skills\nJava\n"
+    (tmp_path / "bo.md").write_text(cv_text)
+    cv = record_of(tmp_path / "bo.md", "cv")
+    stitch_fix = next(
+        f for f in match(cv, postings(corpus)) if f.posting.fields["company"] == "Stitch Fix"
+    )
+    shown = {c.ask.line.text for c in stitch_fix.found}
+    assert {"Postgres", "Angular / React"} <= shown
+    microsoft = next(
+        f for f in match(cv, postings(corpus)) if f.posting.fields["company"] == "Microsoft"
+    )
+    assert "JavaScript" in {c.ask.line.text for c in microsoft.missing}  # Java is another language
+
+
 def test_what_a_cv_does_not_say_is_never_found(corpus: Path, tmp_path: Path) -> None:
     (tmp_path / "blank.md").write_text("# Bo\n\n## Experience\nGardener.\n\n## Education\nNone.\n")
     cv = record_of(tmp_path / "blank.md", "cv")
