@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def last_mark(marks: Sequence[Sequence[Any]], offset: int) -> str | None:
+    """The label of the last (start, label) mark at or before `offset`, if any."""
+    before = [label for start, label in marks if start <= offset]
+    return str(before[-1]) if before else None
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,18 @@ class Page:
     cut_at_lines: bool = False
     # Where each section starts (at its heading line), and the heading, ascending.
     sections: tuple[tuple[int, str], ...] = ()
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """Each line of the text with the offset it starts at."""
+        offset = 0
+        for line in self.text.split("\n"):
+            yield offset, line
+            offset += len(line) + 1
+
+    def location_at(self, offset: int) -> str | None:
+        """What a citation of text at `offset` says: the last mark at or before it, else the
+        page's location."""
+        return last_mark(self.marks, offset) or self.location
 
     def heading_above(self, start: int) -> str | None:
         """The heading of the section `start` is in, when the heading is above it: what a chunk

@@ -120,7 +120,7 @@ def _keys(page: Page) -> tuple[dict[str, str], tuple[int, int] | None]:
     """The posting keys of a page's first lines, and the span of its title key's line."""
     found: dict[str, str] = {}
     first: tuple[int, int] | None = None
-    for offset, line in itertools.islice(_lines(page), POSTING_HEAD):
+    for offset, line in itertools.islice(page.lines(), POSTING_HEAD):
         key, sep, value = line.partition(": ")
         name = POSTING_KEYS.get(key.strip().casefold()) if sep else None
         if name and value.strip() and name not in found:
@@ -132,7 +132,7 @@ def _keys(page: Page) -> tuple[dict[str, str], tuple[int, int] | None]:
 
 def _title_line(page: Page) -> tuple[int, int] | None:
     """The span of a page's first line, without a Markdown heading's marks: a posting's title."""
-    for offset, line in _lines(page):
+    for offset, line in page.lines():
         stripped = HEADING.sub("", line.strip()).strip()
         if stripped:
             start = offset + line.index(stripped)
@@ -140,18 +140,11 @@ def _title_line(page: Page) -> tuple[int, int] | None:
     return None
 
 
-def _lines(page: Page) -> Iterator[tuple[int, str]]:
-    offset = 0
-    for line in page.text.split("\n"):
-        yield offset, line
-        offset += len(line) + 1
-
-
 def _asks(page: Page) -> Iterator[tuple[str, Line]]:
     """Each bullet under a heading that says it asks for something, and each item of a JSON list
     that does ("qualifications[1]: 3+ years of experience", "skills[0].keywords[2]: CSS")."""
     heading: str | None = None
-    for offset, line in _lines(page):
+    for offset, line in page.lines():
         stripped = line.strip()
         if not stripped:
             continue
@@ -180,7 +173,7 @@ def _ask_kind(heading: str) -> str | None:
 def _apply_lines(page: Page) -> Iterator[Line]:
     """The lines that say how to apply: a "To Apply" section's, or a line saying so."""
     under_apply = False
-    for offset, line in _lines(page):
+    for offset, line in page.lines():
         stripped = line.strip()
         if not stripped or FIELD_LINE.match(stripped):
             continue  # "company_url: https://...": a key, not a word on how to apply
@@ -233,7 +226,7 @@ def cv_lines(pages: Iterable[Page]) -> list[Line]:
     """A CV's quotable lines, long ones cut into sentences."""
     found = []
     for page in pages:
-        for offset, line in _lines(page):
+        for offset, line in page.lines():
             stripped = line.strip()
             if not stripped:
                 continue

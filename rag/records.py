@@ -167,10 +167,8 @@ def amount(text: str) -> float | None:
 
 
 def _items(page: Page, currency: str | None) -> Iterator[Record]:
-    offset = 0
-    for line in page.text.split("\n"):
-        start, end = offset, offset + len(line)
-        offset = end + 1
+    for start, line in page.lines():
+        end = start + len(line)
         fields = _row_fields(line) if CELL_SEPARATOR in line and ": " in line else None
         if fields is None and is_priced(line):
             fields = _line_fields(line)
@@ -192,7 +190,7 @@ def _items(page: Page, currency: str | None) -> Iterator[Record]:
             tags.append("vegetarian")  # what is vegan is vegetarian
         if tags:
             fields["dietary"] = tags
-        yield Record(page.page, start, end, _location(page, start), fields, text=line)
+        yield Record(page.page, start, end, page.location_at(start), fields, text=line)
 
 
 def _year(price: float, line: str) -> bool:
@@ -254,11 +252,6 @@ def _clean_name(text: str) -> str:
     text = NOISE.sub(" ", text)
     text = re.sub(r"\(\s*\)", " ", text)  # what is left of "(8.5◦)" once the strength is read
     return " ".join(text.split()).strip(" ,;:-–")
-
-
-def _location(page: Page, start: int) -> str | None:
-    before = [label for offset, label in page.marks if offset <= start]
-    return before[-1] if before else page.location
 
 
 def dumps(records: Iterable[Record]) -> list[str]:

@@ -17,7 +17,7 @@ from llama_index.core.schema import NodeWithScore, TextNode
 
 from rag.embeddings.ensemble import EnsembleEmbedding
 from rag.loaders import searched_text
-from rag.pages import tidy
+from rag.pages import last_mark, tidy
 from rag.store import ChunkStore
 from rag.tables import head_before_rows
 from rag.text import cross_script_tokens, stopwords, tokenize
@@ -90,10 +90,9 @@ def locate(metadata: dict[str, Any], offset: int | None) -> str | None:
     """Where `offset` of a chunk's page is: the last of the chunk's marks at or before it (a row, a
     section), else its page's location; None when the page number says it all."""
     if offset is not None and metadata.get("marks"):
-        marks = json.loads(str(metadata["marks"]))
-        before = [label for start, label in marks if start <= offset]
-        if before:
-            return str(before[-1])
+        mark = last_mark(json.loads(str(metadata["marks"])), offset)
+        if mark:
+            return mark
     location = metadata.get("location")
     return str(location) if location else None
 
