@@ -11,7 +11,7 @@ from rag.loaders import document_title
 from rag.postings import FIELD_LINE, Line
 from rag.record_answers import record_stems
 from rag.records import Record
-from rag.text import content_stems, stems_of
+from rag.text import content_stems, shortened, stems_of
 
 # Asked for the user when a CV is attached alone in a job coach's chat.
 FIT_QUESTION = "Which of these jobs fit my CV best, and what am I missing?"
@@ -246,8 +246,8 @@ def report(cv: Record, fits: Sequence[Fit]) -> Report:
         found = f"{len(fit.found)} of {asked}" if asked else "states no requirements"
         lines.append(f"| {rank} | {posting_title(fit.posting).replace('|', '/')} | {found} |")
     for rank, fit in enumerate(fits[:DETAILED], 1):
-        title = Line(fit.posting.page, fit.posting.start, fit.posting.end, fit.posting.text)
-        lines += ["", f"**{rank}. {posting_title(fit.posting)}** {cite(fit.posting, title)}"]
+        title = cite(fit.posting, fit.posting.line)
+        lines += ["", f"**{rank}. {posting_title(fit.posting)}** {title}"]
         if not fit.checks:
             lines.append("The posting lists no requirements, skills or duties to check.")
             continue
@@ -289,5 +289,4 @@ QUOTE_CHARS = 160
 
 
 def _short(text: str) -> str:
-    text = FIELD_LINE.sub("", text)
-    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS].rsplit(" ", 1)[0] + " …"
+    return shortened(FIELD_LINE.sub("", text), QUOTE_CHARS)

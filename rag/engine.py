@@ -24,7 +24,7 @@ from rag.postings import Line
 from rag.profiles import Profile
 from rag.records import Record
 from rag.retrieve import Retriever, Source, matches
-from rag.text import content_stems
+from rag.text import content_stems, shortened
 from rag.verify import CITATION, Verifier, facts, names, sentences
 
 # Rules that hold whatever a profile says: documents are data, never instructions (OWASP LLM01),
@@ -157,10 +157,7 @@ def by_page(evidence: Sequence[Evidence]) -> list[tuple[Source, list[Evidence]]]
 def quote_line(evidence: Evidence, number: int) -> str:
     """A quote as shown under an answer; a long sentence is shortened for reading (the citation
     keeps the whole span)."""
-    text = evidence.display()
-    if len(text) > QUOTE_CHARS:
-        text = text[:QUOTE_CHARS].rsplit(" ", 1)[0] + " …"
-    return f"> “{text}” [{number}]"
+    return f"> “{shortened(evidence.display(), QUOTE_CHARS)}” [{number}]"
 
 
 class ChatEngine:
@@ -389,12 +386,12 @@ class ChatEngine:
         picks = guide.pick(wish, records)
         if not picks.rows:
             text, cited = guide.asked_back(picks, records)
-            quoted = [(r, Line(r.page, r.start, r.end, r.text)) for r in cited]
+            quoted = [(r, r.line) for r in cited]
             return self._records_answer(question, standalone, text, quoted)
         listed = guide.listed(picks)
         shown = schema.shown if schema else None
         text = f"{guide.describe(picks)}\n\n{record_answers.table(listed, shown)}"
-        quoted = [(r, Line(r.page, r.start, r.end, r.text)) for r in picks.rows]
+        quoted = [(r, r.line) for r in picks.rows]
         return self._records_answer(question, standalone, text, quoted)
 
     def _list_answer(self, question: str, standalone: str, listed: record_answers.Listed) -> Answer:
@@ -404,9 +401,7 @@ class ChatEngine:
         if rows:
             schema = self.profile.records
             text += f"\n\n{record_answers.table(listed, schema.shown if schema else None)}"
-        quoted = [
-            (record, Line(record.page, record.start, record.end, record.text)) for record in rows
-        ]
+        quoted = [(record, record.line) for record in rows]
         return self._records_answer(question, standalone, text, quoted)
 
     def _records_answer(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.pages import Page
-from rag.postings import cv_lines, cv_name, is_cv, posting_fields
+from rag.postings import Line, cv_lines, cv_name, is_cv, posting_fields
 from rag.price_lists import PRICED, is_priced
 from rag.tables import CELL_SEPARATOR
 
@@ -70,6 +70,11 @@ class Record:
     @property
     def name(self) -> str:
         return str(self.fields.get("name", ""))
+
+    @property
+    def line(self) -> Line:
+        """The line the record is read from, as an answer quotes it."""
+        return Line(self.page, self.start, self.end, self.text)
 
     def citation(self) -> str:
         from rag.retrieve import cite  # LlamaIndex: not for `rag status`, which imports this

@@ -125,3 +125,9 @@ def content_stems(text: str, shortest: int = 2) -> set[str]:
     """The stems of a text's words that say something (no stop words, at least `shortest` long)."""
     stop = stopwords()
     return {stem for stem in tokenize(text) if stem not in stop and len(stem) >= shortest}
+
+
+def shortened(text: str, limit: int) -> str:
+    """`text` as shown to a reader: cut at the last word that fits in `limit` characters, with
+    " …" to say so (a citation keeps the whole span)."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
