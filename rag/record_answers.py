@@ -218,49 +218,48 @@ def answer(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
             return None
     else:
         named = list(records)
-    field = query.order[0] if query.order else None
-    priced = query.below is not None or query.above is not None
-    rows = [
-        r
-        for r in named
-        if r.fields.get("kind", "item") == (query.kind or "item")
-        and (query.work_mode is None or r.fields.get("work_mode") == query.work_mode)
-        and (query.currency is None or r.fields.get("currency") in (None, query.currency))
-        and (not priced or r.fields.get("price") is not None)
-        and (query.below is None or _within(r.fields["price"], query.below, query.inclusive[0]))
-        and (query.above is None or _within(query.above, r.fields["price"], query.inclusive[1]))
-        and (query.dietary is None or query.dietary in r.fields.get("dietary", []))
-        and (field is None or r.fields.get(field) is not None)
-    ]
-    if query.order:
-        rows.sort(key=lambda r: r.fields[field], reverse=not query.order[1])
-        if query.limit:  # ties with the last one shown are shown too
-            cut = rows[: query.limit]
-            rows = [r for r in rows if cut and _beats_or_ties(r, cut[-1], field, query.order[1])]
+    rows = _ordered(query, [r for r in named if _meets(query, r)])
+    if query.order and query.limit:  # ties with the last one shown are shown too
+        field, ascending = query.order
+        cut = rows[: query.limit]
+        rows = [r for r in rows if cut and _beats_or_ties(r, cut[-1], field, ascending)]
     return Listed(query, rows, len(rows))
+
+
+def _meets(query: RecordQuery, record: Record) -> bool:
+    """Whether a record is of the kind asked and meets every condition the query sets (a compare
+    question sets only kind, currency and the field it compares by)."""
+    fields = record.fields
+    priced = query.below is not None or query.above is not None
+    return (
+        fields.get("kind", "item") == (query.kind or "item")
+        and (query.work_mode is None or fields.get("work_mode") == query.work_mode)
+        and (query.currency is None or fields.get("currency") in (None, query.currency))
+        and (not priced or fields.get("price") is not None)
+        and (query.below is None or _within(fields["price"], query.below, query.inclusive[0]))
+        and (query.above is None or _within(query.above, fields["price"], query.inclusive[1]))
+        and (query.dietary is None or query.dietary in fields.get("dietary", []))
+        and (query.order is None or fields.get(query.order[0]) is not None)
+    )
+
+
+def _ordered(query: RecordQuery, rows: list[Record]) -> list[Record]:
+    if query.order:
+        field, ascending = query.order
+        rows.sort(key=lambda r: r.fields[field], reverse=not ascending)
+    return rows
 
 
 def _compare(query: RecordQuery, records: Sequence[Record]) -> Listed | None:
     """Each thing compared, by the records that name it; None when one is named by none (the
     documents may still say it in words: the grounded answer runs)."""
-    field = query.order[0] if query.order else None
-    kind = query.kind or "item"
     groups = []
     for label, stems in query.compare:
-        named = tuple(
-            r
-            for r in records
-            if r.fields.get("kind", "item") == kind
-            and stems <= record_stems(r)
-            and (field is None or r.fields.get(field) is not None)
-            and (query.currency is None or r.fields.get("currency") in (None, query.currency))
-        )
+        named = tuple(r for r in records if stems <= record_stems(r) and _meets(query, r))
         if not named:
             return None
         groups.append((label, named))
-    rows = list({id(r): r for _, named in groups for r in named}.values())
-    if query.order:
-        rows.sort(key=lambda r: r.fields[field], reverse=not query.order[1])
+    rows = _ordered(query, list({id(r): r for _, named in groups for r in named}.values()))
     return Listed(query, rows, len(rows), tuple(groups))
 
 
