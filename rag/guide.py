@@ -117,8 +117,9 @@ def pick(wish: Wish, records: Sequence[Record]) -> Picks:
     neither what to meet nor a taste."""
     met = answer(wish.query, records)
     items = met.rows if met else []
+    printed = [record_stems(r) | content_stems(r.text) for r in items]  # once an item
     tasted = {
-        stem: [r for r in items if stem in record_stems(r) | content_stems(r.text)]
+        stem: [r for r, words in zip(items, printed, strict=True) if stem in words]
         for stem in wish.tastes
     }
     unprinted = [wish.tastes[stem] for stem, found in tasted.items() if not found]
