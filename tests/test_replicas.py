@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +131,9 @@ with postgres_writer_lock(sys.argv[1], "the index"):
 """
 
 
-def test_a_holder_killed_by_sigkill_releases_the_lock(database_url: str) -> None:
+@contextmanager
+def holding_the_lock(database_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Another process that holds the writer lock until it is killed (here, or after)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_THE_LOCK, database_url],
         stdout=subprocess.PIPE,
@@ -138,6 +142,14 @@ def test_a_holder_killed_by_sigkill_releases_the_lock(database_url: str) -> None
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_a_holder_killed_by_sigkill_releases_the_lock(database_url: str) -> None:
+    with holding_the_lock(database_url) as holder:
         with (
             pytest.raises(StorageLocked, match=rf"rag pid {holder.pid} on"),
             postgres_writer_lock(database_url, "the index"),
@@ -148,9 +160,6 @@ def test_a_holder_killed_by_sigkill_releases_the_lock(database_url: str) -> None
         # Its connection is gone, so Postgres let go of its lock: the next writer gets it.
         with postgres_writer_lock(database_url, "the index", wait_s=30):
             pass
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
 
 
 # --- two processes' indexes on one Postgres and one Chroma server ------------------------------
@@ -344,22 +353,12 @@ def test_two_app_replicas_answer_from_one_index_and_share_the_threads(
         one.wait_for_sync()  # each syncs its (empty) data folder at start, in turn
         two.wait_for_sync()
         # While a CLI writes, a replica's upload waits its turn, then says who is writing.
-        cli = subprocess.Popen(
-            [sys.executable, "-c", HOLD_THE_LOCK, database_url],
-            stdout=subprocess.PIPE,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        try:
-            assert cli.stdout is not None and cli.stdout.readline().strip() == b"holding"
+        with holding_the_lock(database_url) as cli:
             refused = httpx.post(
                 f"{one.url}/v1/documents", files={"file": ("harbour.txt", HARBOUR)}, timeout=120
             )
             assert refused.status_code == 503, refused.text
             assert f"being written by rag pid {cli.pid} on" in refused.json()["error"]["message"]
-        finally:
-            cli.kill()
-            cli.wait(timeout=30)
         # A document uploaded through one replica is answered from by the other.
         upload = httpx.post(
             f"{one.url}/v1/documents", files={"file": ("harbour.txt", HARBOUR)}, timeout=120
