@@ -313,6 +313,18 @@ def test_a_bad_answer_set_names_the_line(tmp_path: Path) -> None:
         load_answer_questions(path)
 
 
+def test_an_answer_sets_attachment_is_found_beside_it_or_named_as_missing(tmp_path: Path) -> None:
+    from rag.evaluate import load_answer_questions
+
+    (tmp_path / "cv.md").write_text("# Ada\n\n## Experience\nBaker.\n\n## Education\nNone.\n")
+    row = {"id": "cv", "question": "Which job fits my CV?", "must": ["x"], "attach": ["cv.md"]}
+    [item] = load_answer_questions(write_objects(tmp_path / "qa.jsonl", [row]))
+    assert item.attach == (tmp_path / "cv.md",)  # relative to the set's folder
+    path = write_objects(tmp_path / "qa.jsonl", [{**row, "attach": ["gone.md"]}])
+    with pytest.raises(ConfigError, match=r"line 1: the attached file .*gone\.md does not exist"):
+        load_answer_questions(path)
+
+
 def test_the_bench_answer_sets_load_with_every_kind(corpus: Path) -> None:
     from rag.evaluate import load_answer_questions
 
